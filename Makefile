@@ -1,0 +1,80 @@
+# The safety fine-tuning study as a staged pipeline. `make help` lists the targets.
+#
+# Every stage target is a file: the stage's manifest. A manifest depends on the upstream
+# manifests, the stage's config and the stage's code; the `study` binary is an order-only
+# prerequisite, so rebuilding it alone never invalidates data (the stage itself also compares
+# config, code fingerprint and input hashes, and only touches its manifest when nothing changed).
+
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+
+PRESET ?= cpu
+SEED ?= 0
+DEVICE ?= cpu
+THREADS ?=
+PROFILE ?= release
+CARGO ?= cargo
+STUDY_TOOLS ?= $(CURDIR)/tools
+export STUDY_TOOLS
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
+CARGO_PROFILE := $(if $(filter release,$(PROFILE)),--release,)
+CARGO_FEATURES := $(if $(filter cuda,$(DEVICE)),--features cuda,)
+STUDY := $(TARGET_DIR)/$(PROFILE_DIR)/study
+STUDY_FLAGS := --device $(DEVICE) $(if $(THREADS),--threads $(THREADS),)
+
+RUN := data/$(PRESET)/seed-$(SEED)
+CONFIGS := pipeline/configs/$(PRESET)
+REPORTS := reports
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+
+CORPUS := $(RUN)/01_corpus/manifest.yaml
+CORPUS_CODE := pipeline/study-cli/src/stages/corpus.rs $(wildcard pipeline/study/src/grammar/*.rs pipeline/study/src/corpus/*.rs) pipeline/study/src/config/corpus.rs
+
+.PHONY: help all tiny build corpus figures notebooks-test test bench clean
+
+## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
+help:
+	@awk -F': ' '/^## /{sub(/^## /,""); printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## all: every stage on PRESET (default cpu), then the notebooks and their figures
+all: corpus figures
+
+## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
+tiny:
+	$(MAKE) corpus PRESET=tiny PROFILE=dev
+
+## build: compile the `study` binary (release unless PROFILE=dev; DEVICE=cuda adds CUDA)
+build:
+	$(CARGO) build $(CARGO_PROFILE) $(CARGO_FEATURES) -p study-cli --bin study
+
+## corpus: synthetic data (pre-training, fine-tuning and evaluation sets) → data/<preset>/seed-<k>/01_corpus
+corpus: $(CORPUS)
+
+$(CORPUS): $(CONFIGS)/corpus.yaml $(CORPUS_CODE) | build
+	$(STUDY) $(STUDY_FLAGS) corpus --preset $(PRESET) --seed $(SEED)
+
+## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
+figures: $(CORPUS)
+	scripts/run-notebooks.sh $(RUN) $(REPORTS) $(NOTEBOOKS)
+
+## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path
+notebooks-test:
+	$(MAKE) tiny
+	scripts/run-notebooks.sh data/tiny/seed-0 data/tiny/seed-0/reports $(NOTEBOOKS)
+
+## test: the whole test suite: unit, reference, snapshot and end-to-end tests, then the notebooks
+test:
+	$(CARGO) test --workspace
+	$(MAKE) notebooks-test
+
+## bench: throughput benchmarks (corpus samples/s per set, peak memory)
+bench:
+	$(CARGO) bench -p study --bench corpus
+
+## clean: remove generated data and executed notebooks (keeps reports/ and the tools folder)
+clean:
+	rm -rf data/*/ reports/executed

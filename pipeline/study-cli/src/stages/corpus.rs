@@ -1,0 +1,65 @@
+//! `study corpus`: the synthetic data of the study (paper §3 and appendix).
+
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use study::Catalog;
+use study::artifacts::{Manifest, Stage, StageDir};
+use study::config::CorpusConfig;
+
+use super::StageArgs;
+use crate::runtime::{Bars, Runtime};
+
+/// Bump when the stage's outputs change for the same config.
+pub const STAGE_VERSION: u32 = 1;
+
+/// Run the stage.
+pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
+    let resolved = args.resolve::<CorpusConfig>("corpus", rt)?;
+    let cfg = &resolved.cfg;
+    let catalog = Catalog::new(&rt.data_root, &args.preset, cfg.seed);
+    let manifest_path = catalog.manifest(Stage::Corpus);
+    if !args.force {
+        if let Ok(old) = Manifest::read(&manifest_path, "corpus") {
+            if old.is_up_to_date(
+                STAGE_VERSION,
+                &study::corpus::code_fingerprint(),
+                &resolved.hash,
+                &[],
+                catalog.root(),
+            ) {
+                tracing::info!(config_hash = %resolved.hash, "corpus is up to date: {}", manifest_path.display());
+                return super::touch(&manifest_path);
+            }
+        }
+    }
+    let _span = tracing::info_span!("corpus", preset = %args.preset, seed = cfg.seed).entered();
+    tracing::info!(config = %resolved.path.display(), config_hash = %resolved.hash, "generating corpus");
+    let started = SystemTime::now();
+    let out =
+        StageDir::begin(&catalog, Stage::Corpus).context("starting the corpus stage folder")?;
+    let written = study::corpus::write_corpus(cfg, &out, &resolved.hash, &Bars::new())?;
+    let manifest = super::manifest(
+        Stage::Corpus,
+        STAGE_VERSION,
+        &args.preset,
+        &resolved,
+        cfg.seed,
+        Vec::new(),
+        written.files,
+        rt,
+        started,
+        written.timings.into_iter().collect(),
+    )?;
+    let mut manifest = manifest;
+    manifest.code.fingerprint = study::corpus::code_fingerprint();
+    let dir = out
+        .commit(&manifest)
+        .context("finishing the corpus stage folder")?;
+    tracing::info!(
+        "corpus written to {} in {:.1} s",
+        dir.display(),
+        manifest.wall_seconds
+    );
+    Ok(())
+}

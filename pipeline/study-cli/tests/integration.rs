@@ -1,0 +1,394 @@
+//! End-to-end tests of the `study` binary on the tiny preset: stage outputs (snapshots of
+//! readable summaries), determinism, re-runs, bad input, figures and notebook hygiene.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use study::Catalog;
+use study::analysis::corpus::{corpus_overview, summarize_set};
+use study::artifacts::{Manifest, Stage};
+use study::corpus::{self, CorpusSet};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Run `study` from the repository root with `args`.
+fn study(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_study"))
+        .current_dir(repo())
+        .args(["--quiet", "--threads", "2"])
+        .args(args)
+        .output()
+        .expect("study runs")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "study failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+}
+
+/// The tiny DAG, run once per test binary into a temporary data root.
+fn tiny() -> &'static (tempfile::TempDir, Catalog) {
+    static RUN: OnceLock<(tempfile::TempDir, Catalog)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_str().expect("utf-8 path").to_owned();
+        ok(&study(&[
+            "--data-root",
+            &root,
+            "corpus",
+            "--preset",
+            "tiny",
+        ]));
+        let catalog = Catalog::new(dir.path(), "tiny", 0);
+        (dir, catalog)
+    })
+}
+
+/// Snapshot a stage summary under `snapshots/<stage>/`, one file per variant.
+macro_rules! assert_stage_snapshot {
+    ($stage:expr, $variant:expr, $value:expr) => {{
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(repo().join("snapshots").join($stage));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_snapshot_suffix($variant);
+        settings.set_description(concat!("tiny preset, ", $stage, " stage summary"));
+        settings.set_sort_maps(true);
+        settings.bind(|| insta::assert_yaml_snapshot!($stage, $value));
+    }};
+}
+
+#[test]
+fn corpus_sets_match_their_snapshots() {
+    let (_dir, catalog) = tiny();
+    for set in CorpusSet::ALL {
+        let df = corpus::read_set(catalog, set).expect("set reads with its schema");
+        let summary = summarize_set(&df, set).expect("summary");
+        assert_eq!(summary.rows, set.rows(&tiny_config()));
+        assert_stage_snapshot!("corpus", set.name(), summary);
+    }
+}
+
+fn tiny_config() -> study::config::CorpusConfig {
+    study::config::load(&repo().join("pipeline/configs/tiny/corpus.yaml"), &[])
+        .expect("tiny config")
+}
+
+#[test]
+fn corpus_manifest_records_every_output() {
+    let (_dir, catalog) = tiny();
+    let m = Manifest::read(&catalog.manifest(Stage::Corpus), "corpus").expect("manifest");
+    assert_eq!(m.stage, Stage::Corpus);
+    assert_eq!(m.config_hash, study::config::config_hash(&tiny_config()));
+    let names: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
+    let mut want = vec!["vocab"];
+    want.extend(CorpusSet::ALL.iter().map(|s| s.name()));
+    assert_eq!(names, want);
+    for o in &m.outputs {
+        let path = catalog.root().join(&o.path);
+        assert_eq!(
+            study::artifacts::hash_file(&path).expect("hash"),
+            o.hash,
+            "{}",
+            o.path
+        );
+    }
+    let vocab: study::grammar::Vocab =
+        serde_json::from_str(&std::fs::read_to_string(catalog.vocab()).expect("vocab.json"))
+            .expect("vocab parses");
+    assert_eq!(vocab, study::grammar::Vocab::study());
+    // Redact what varies from run to run; keep the plan and the logical outputs.
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(repo().join("snapshots").join("corpus"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        insta::assert_yaml_snapshot!("manifest", m, {
+            ".argv" => "[argv]",
+            ".code" => "[code]",
+            ".env" => "[env]",
+            ".started_at" => "[time]",
+            ".wall_seconds" => "[seconds]",
+            ".timings" => "[timings]",
+            ".outputs[].hash" => "[hash]",
+            ".outputs[].bytes" => "[bytes]",
+        })
+    });
+}
+
+fn hashes(catalog: &Catalog) -> Vec<(String, String)> {
+    let m = Manifest::read(&catalog.manifest(Stage::Corpus), "corpus").expect("manifest");
+    m.outputs.into_iter().map(|o| (o.name, o.hash)).collect()
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_data() {
+    let (_dir, catalog) = tiny();
+    let again = tempfile::tempdir().expect("tempdir");
+    let root = again.path().to_str().expect("utf-8");
+    // One thread instead of two: content must not depend on it.
+    let out = Command::new(env!("CARGO_BIN_EXE_study"))
+        .current_dir(repo())
+        .args([
+            "--quiet",
+            "--threads",
+            "1",
+            "--data-root",
+            root,
+            "corpus",
+            "--preset",
+            "tiny",
+        ])
+        .output()
+        .expect("runs");
+    ok(&out);
+    assert_eq!(
+        hashes(catalog),
+        hashes(&Catalog::new(again.path(), "tiny", 0))
+    );
+    ok(&study(&[
+        "--data-root",
+        root,
+        "corpus",
+        "--preset",
+        "tiny",
+        "--seed",
+        "1",
+    ]));
+    let other = hashes(&Catalog::new(again.path(), "tiny", 1));
+    let same: Vec<_> = hashes(catalog)
+        .into_iter()
+        .filter(|h| other.contains(h))
+        .map(|h| h.0)
+        .collect();
+    assert_eq!(same, ["vocab"], "only the vocabulary is seed-independent");
+}
+
+#[test]
+fn rerun_is_a_no_op_and_a_config_change_reruns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let file = catalog.corpus_set(CorpusSet::PretrainTrain);
+    let before = std::fs::metadata(&file)
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    let manifest = std::fs::read_to_string(catalog.manifest(Stage::Corpus)).expect("manifest");
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    assert_eq!(
+        std::fs::metadata(&file)
+            .expect("meta")
+            .modified()
+            .expect("mtime"),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(catalog.manifest(Stage::Corpus)).expect("manifest"),
+        manifest
+    );
+    ok(&study(&[
+        "--data-root",
+        root,
+        "corpus",
+        "--preset",
+        "tiny",
+        "--set",
+        "sizes.eval=50",
+    ]));
+    let df = corpus::read_set(&catalog, CorpusSet::EvalStdSafe).expect("read");
+    assert_eq!(df.height(), 50);
+    // Deleting an output makes the stage run again.
+    std::fs::remove_file(&file).expect("rm");
+    ok(&study(&[
+        "--data-root",
+        root,
+        "corpus",
+        "--preset",
+        "tiny",
+        "--set",
+        "sizes.eval=50",
+    ]));
+    assert!(file.exists());
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let p = dir.join("corpus.yaml");
+    std::fs::write(&p, text).expect("write config");
+    p.to_str().expect("utf-8").to_owned()
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    let root = root.to_str().expect("utf-8");
+    let run = |cfg: &str| {
+        study(&[
+            "--data-root",
+            root,
+            "corpus",
+            "--preset",
+            "tiny",
+            "--config",
+            cfg,
+        ])
+    };
+    fails_with(
+        &run(&write_config(dir.path(), "sizes:\n  evals: 10\n")),
+        &["corpus.yaml", "unknown field `evals`"],
+    );
+    fails_with(
+        &run(&write_config(dir.path(), "layout:\n  window: wide\n")),
+        &["corpus.yaml", "layout.window"],
+    );
+    fails_with(
+        &run(&write_config(
+            dir.path(),
+            "layout:\n  text_len_max: 40\n  window: 200\n",
+        )),
+        &["layout.text_len_max", "≤ 35"],
+    );
+    fails_with(
+        &run(&write_config(
+            dir.path(),
+            "layout:\n  text_len_min: 6\n  text_len_max: 8\n  window: 20\n",
+        )),
+        &["layout.window", "3·text_len_max + 10 = 34"],
+    );
+    fails_with(
+        &run("/nonexistent/corpus.yaml"),
+        &["no config at /nonexistent/corpus.yaml"],
+    );
+    fails_with(
+        &study(&["--data-root", root, "corpus", "--preset", "huge"]),
+        &["no config at pipeline/configs/huge/corpus.yaml", "tiny"],
+    );
+    fails_with(
+        &study(&[
+            "--data-root",
+            root,
+            "corpus",
+            "--preset",
+            "tiny",
+            "--set",
+            "sizes.eval",
+        ]),
+        &["bad override", "key.sub=value"],
+    );
+    assert!(
+        !Path::new(root).join("tiny").exists(),
+        "failed configs write nothing"
+    );
+    // An unwritable data root (a file where a folder must go).
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"").expect("file");
+    let out = study(&[
+        "--data-root",
+        blocker.to_str().expect("utf-8"),
+        "corpus",
+        "--preset",
+        "tiny",
+    ]);
+    fails_with(&out, &["cannot write", "blocker"]);
+}
+
+#[test]
+fn corrupt_tables_name_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let file = catalog.corpus_set(CorpusSet::EvalStdUnsafe);
+    let bytes = std::fs::read(&file).expect("read");
+    std::fs::write(&file, &bytes[..bytes.len() / 3]).expect("truncate");
+    let err = corpus::read_set(&catalog, CorpusSet::EvalStdUnsafe)
+        .expect_err("truncated")
+        .to_string();
+    assert!(
+        err.contains("eval_std_unsafe.parquet") && err.contains("make corpus"),
+        "{err}"
+    );
+    // The stage notices the damaged output and regenerates it.
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    corpus::read_set(&catalog, CorpusSet::EvalStdUnsafe).expect("repaired");
+    let missing = Catalog::new(dir.path(), "cpu", 9);
+    let err = corpus::read_set(&missing, CorpusSet::PretrainTrain)
+        .expect_err("missing")
+        .to_string();
+    assert!(err.contains("run `make corpus`"), "{err}");
+}
+
+#[test]
+fn corpus_overview_figure_renders() {
+    let (_dir, catalog) = tiny();
+    let ov = corpus_overview(catalog).expect("overview tables");
+    assert_eq!(
+        ov.labels.height(),
+        12 * 4 + 2,
+        "every set × PCFG, alias sets PCFG1 only"
+    );
+    let fig = study::figures::corpus_overview(&ov).expect("figure");
+    assert!(fig.svg.starts_with("<svg") && fig.svg.contains("Corpus overview"));
+    assert!(fig.svg.contains("eval_jb_misgen_tokens"));
+    let out = tempfile::tempdir().expect("tempdir");
+    let (svg, png) = fig.save(out.path()).expect("save");
+    assert!(std::fs::metadata(svg).expect("svg").len() > 10_000);
+    assert!(std::fs::metadata(png).expect("png").len() > 10_000);
+}
+
+/// Notebook outputs never reach git: every code cell is unexecuted.
+#[test]
+fn notebooks_are_committed_without_outputs() {
+    let dir = repo().join("notebooks");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("notebooks/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "ipynb") {
+            continue;
+        }
+        seen += 1;
+        let nb: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+                .expect("notebook JSON");
+        assert_eq!(
+            nb["metadata"]["kernelspec"]["name"],
+            "rust",
+            "{}: kernel",
+            path.display()
+        );
+        for (i, cell) in nb["cells"].as_array().expect("cells").iter().enumerate() {
+            if cell["cell_type"] == "code" {
+                assert!(
+                    cell["outputs"].as_array().is_none_or(|o| o.is_empty()),
+                    "{} cell {i} has outputs",
+                    path.display()
+                );
+                assert!(
+                    cell["execution_count"].is_null(),
+                    "{} cell {i} has an execution count",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 1, "no notebooks found in {}", dir.display());
+}

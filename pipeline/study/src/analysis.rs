@@ -1,0 +1,4 @@
+//! Analysis on tables already on disk: DataFrames in, DataFrames (or summaries) out. No drawing,
+//! no file I/O.
+
+pub mod corpus;

@@ -1,0 +1,643 @@
+//! The `corpus` stage's library: every set of the study as Parquet, generated deterministically
+//! and in parallel.
+//!
+//! Each row draws from its own ChaCha8 stream: the key is derived from `(seed, set name)` and
+//! the stream id is the row index, so a row's content depends on neither thread count nor the
+//! order rows are generated in.
+//!
+//! # Paper
+//! §3 (data-generating process), appendix (jailbreak sets).
+//! # Source
+//! `data_generator/*.py`, the data classes of `pretrain.py`, `ssft/ssft.py` and
+//! `evals/activation_space_analysis.py` (reference/data_spec.md).
+
+pub mod rows;
+pub mod sets;
+
+use std::path::Path;
+use std::time::Instant;
+
+use polars::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+pub use rows::{PretrainRow, SafetyRow, Split, Tables};
+pub use sets::{CorpusSet, SetKind, Variant};
+
+use crate::artifacts::{self, ArtifactError, FileRecord, StageDir, TableSchema};
+use crate::config::CorpusConfig;
+use crate::grammar::layout::NUM_OPS;
+use crate::grammar::vocab::Vocab;
+
+/// Reports progress of long work; implemented by the CLI with progress bars.
+pub trait Progress: Sync {
+    /// A new phase with `total` units of work.
+    fn start(&self, _name: &str, _total: u64) {}
+    /// `n` more units done.
+    fn inc(&self, _n: u64) {}
+    /// The phase is complete.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Version of the corpus tables' schemas.
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn u8_list() -> DataType {
+    DataType::List(Box::new(DataType::UInt8))
+}
+
+fn meta_columns() -> Vec<(&'static str, DataType)> {
+    vec![
+        ("sample_id", DataType::UInt32),
+        ("pcfg", DataType::UInt8),
+        ("text_len", DataType::UInt8),
+        ("crop_start", DataType::UInt16),
+        ("full_len", DataType::UInt16),
+        ("branch", DataType::String),
+        ("ops", u8_list()),
+        ("is_unsafe", DataType::Boolean),
+    ]
+}
+
+/// The schema of a set's table.
+pub fn schema(set: CorpusSet) -> TableSchema {
+    let mut columns = meta_columns();
+    let table = match set.kind() {
+        SetKind::Pretrain => {
+            columns.push(("tokens", u8_list()));
+            if set == CorpusSet::PretrainTest {
+                columns.push(("sample_type", DataType::String));
+                "corpus_pretrain_heldout"
+            } else {
+                "corpus_pretrain_pool"
+            }
+        }
+        SetKind::Finetune | SetKind::Eval => {
+            columns.insert(1, ("split", DataType::String));
+            columns.insert(3, ("family", DataType::String));
+            columns.extend([
+                ("unsafe_ops", u8_list()),
+                ("unsafe_ops_is_unsafe", DataType::Boolean),
+                ("apply_second", DataType::Boolean),
+                ("x_safe", u8_list()),
+                ("y_safe", u8_list()),
+                ("x_unsafe", u8_list()),
+                ("y_unsafe", u8_list()),
+                ("x_unsafe_target", u8_list()),
+                ("y_unsafe_target", u8_list()),
+                ("x_safe_target", u8_list()),
+                ("y_safe_target", u8_list()),
+            ]);
+            "corpus_safety"
+        }
+    };
+    TableSchema {
+        table,
+        version: SCHEMA_VERSION,
+        columns,
+        target: "corpus",
+    }
+}
+
+/// The RNG of row `index` of `set`.
+pub fn row_rng(seed: u64, set: CorpusSet, index: u64) -> ChaCha8Rng {
+    let mut key = blake3::Hasher::new();
+    key.update(b"study.corpus");
+    key.update(&seed.to_le_bytes());
+    key.update(set.name().as_bytes());
+    let mut rng = ChaCha8Rng::from_seed(*key.finalize().as_bytes());
+    rng.set_stream(index);
+    rng
+}
+
+/// Rows generated per parallel work item (and per progress tick).
+const CHUNK: usize = 2048;
+
+fn par_rows<T: Send>(n: usize, progress: &dyn Progress, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let chunks: Vec<Vec<T>> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let rows: Vec<T> = (c * CHUNK..((c + 1) * CHUNK).min(n)).map(&f).collect();
+            progress.inc(rows.len() as u64);
+            rows
+        })
+        .collect();
+    chunks.into_iter().flatten().collect()
+}
+
+/// Generate the pre-training rows of `set`.
+pub fn pretrain_rows(
+    cfg: &CorpusConfig,
+    tables: &Tables,
+    set: CorpusSet,
+    progress: &dyn Progress,
+) -> Vec<PretrainRow> {
+    par_rows(set.rows(cfg), progress, |i| {
+        rows::pretrain_row(&mut row_rng(cfg.seed, set, i as u64), cfg, tables, set)
+    })
+}
+
+/// Generate the rows of a fine-tuning or evaluation set.
+///
+/// # Panics
+/// If `set` is a pre-training set.
+pub fn safety_rows(
+    cfg: &CorpusConfig,
+    tables: &Tables,
+    set: CorpusSet,
+    progress: &dyn Progress,
+) -> Vec<SafetyRow> {
+    let spec = set.safety_spec(cfg).expect("a safety set");
+    let n_train = cfg.sizes.finetune_train;
+    par_rows(set.rows(cfg), progress, |i| {
+        let split = match set.kind() {
+            SetKind::Eval => Split::Eval,
+            _ if i < n_train => Split::Train,
+            _ => Split::Test,
+        };
+        rows::safety_row(
+            &mut row_rng(cfg.seed, set, i as u64),
+            cfg,
+            tables,
+            &spec,
+            split,
+        )
+    })
+}
+
+fn list_column<'a>(name: &str, values: impl ExactSizeIterator<Item = &'a [u8]>) -> Column {
+    let n = values.len();
+    let mut b =
+        ListPrimitiveChunkedBuilder::<UInt8Type>::new(name.into(), n, n * 64, DataType::UInt8);
+    for v in values {
+        b.append_slice(v);
+    }
+    b.finish().into_series().into()
+}
+
+fn meta_frame<'a>(metas: impl Iterator<Item = &'a rows::RowMeta> + Clone, n: usize) -> Vec<Column> {
+    let col = |name: &str, s: Series| -> Column { s.with_name(name.into()).into() };
+    vec![
+        col(
+            "sample_id",
+            Series::new("".into(), (0..n as u32).collect::<Vec<_>>()),
+        ),
+        col(
+            "pcfg",
+            Series::new("".into(), metas.clone().map(|m| m.pcfg).collect::<Vec<_>>()),
+        ),
+        col(
+            "text_len",
+            Series::new(
+                "".into(),
+                metas.clone().map(|m| m.text_len).collect::<Vec<_>>(),
+            ),
+        ),
+        col(
+            "crop_start",
+            Series::new(
+                "".into(),
+                metas.clone().map(|m| m.crop_start).collect::<Vec<_>>(),
+            ),
+        ),
+        col(
+            "full_len",
+            Series::new(
+                "".into(),
+                metas.clone().map(|m| m.full_len).collect::<Vec<_>>(),
+            ),
+        ),
+        col(
+            "branch",
+            Series::new(
+                "".into(),
+                metas.clone().map(|m| m.branch.as_str()).collect::<Vec<_>>(),
+            ),
+        ),
+        list_column(
+            "ops",
+            metas
+                .clone()
+                .map(|m| &m.ops[..])
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+        col(
+            "is_unsafe",
+            Series::new("".into(), metas.map(|m| m.is_unsafe).collect::<Vec<_>>()),
+        ),
+    ]
+}
+
+/// The table of pre-training rows.
+pub fn pretrain_frame(rows: &[PretrainRow], set: CorpusSet) -> PolarsResult<DataFrame> {
+    let mut cols = meta_frame(rows.iter().map(|r| &r.meta), rows.len());
+    cols.push(list_column("tokens", rows.iter().map(|r| &r.tokens[..])));
+    if set == CorpusSet::PretrainTest {
+        let types: Vec<&str> = rows
+            .iter()
+            .map(|r| r.sample_type.map_or("full", |t| t.as_str()))
+            .collect();
+        cols.push(Series::new("sample_type".into(), types).into());
+    }
+    DataFrame::new_infer_height(cols)
+}
+
+/// The table of fine-tuning or evaluation rows.
+pub fn safety_frame(
+    rows: &[SafetyRow],
+    set: CorpusSet,
+    cfg: &CorpusConfig,
+) -> PolarsResult<DataFrame> {
+    let family = set.safety_spec(cfg).expect("a safety set").family.as_str();
+    let mut cols = meta_frame(rows.iter().map(|r| &r.meta), rows.len());
+    cols.insert(
+        1,
+        Series::new(
+            "split".into(),
+            rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
+        )
+        .into(),
+    );
+    cols.insert(
+        3,
+        Series::new("family".into(), vec![family; rows.len()]).into(),
+    );
+    cols.push(list_column(
+        "unsafe_ops",
+        rows.iter().map(|r| &r.unsafe_ops[..]),
+    ));
+    cols.push(
+        Series::new(
+            "unsafe_ops_is_unsafe".into(),
+            rows.iter()
+                .map(|r| r.unsafe_ops_is_unsafe)
+                .collect::<Vec<_>>(),
+        )
+        .into(),
+    );
+    cols.push(
+        Series::new(
+            "apply_second".into(),
+            rows.iter().map(|r| r.apply_second).collect::<Vec<_>>(),
+        )
+        .into(),
+    );
+    for (i, v) in Variant::ALL.iter().enumerate() {
+        cols.push(list_column(
+            &format!("x_{}", v.as_str()),
+            rows.iter().map(|r| &r.variants[i].0[..]),
+        ));
+        cols.push(list_column(
+            &format!("y_{}", v.as_str()),
+            rows.iter().map(|r| &r.variants[i].1[..]),
+        ));
+    }
+    DataFrame::new_infer_height(cols)
+}
+
+/// Generate one set as a table.
+pub fn generate_set(
+    cfg: &CorpusConfig,
+    tables: &Tables,
+    set: CorpusSet,
+    progress: &dyn Progress,
+) -> PolarsResult<DataFrame> {
+    match set.kind() {
+        SetKind::Pretrain => pretrain_frame(&pretrain_rows(cfg, tables, set, progress), set),
+        _ => safety_frame(&safety_rows(cfg, tables, set, progress), set, cfg),
+    }
+}
+
+/// Errors of the corpus stage.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    /// Building a table failed.
+    #[error("building {set}: {source}")]
+    Frame {
+        /// The set.
+        set: &'static str,
+        /// Why.
+        source: PolarsError,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+}
+
+/// What [`write_corpus`] wrote.
+#[derive(Debug, Clone)]
+pub struct CorpusOutputs {
+    /// One record per file, in write order.
+    pub files: Vec<FileRecord>,
+    /// Seconds per set.
+    pub timings: Vec<(String, f64)>,
+}
+
+/// Generate every set and the vocabulary into the stage folder `out`.
+pub fn write_corpus(
+    cfg: &CorpusConfig,
+    out: &StageDir,
+    config_hash: &str,
+    progress: &dyn Progress,
+) -> Result<CorpusOutputs, CorpusError> {
+    let tables = Tables::new(cfg);
+    let mut files = Vec::new();
+    let mut timings = Vec::new();
+    artifacts::write_json(&Vocab::study(), &out.path().join(artifacts::VOCAB_FILE))?;
+    files.push(out.record("vocab", artifacts::VOCAB_FILE, None, Vec::new())?);
+    for set in CorpusSet::ALL {
+        let t0 = Instant::now();
+        let _span = tracing::info_span!("set", name = set.name()).entered();
+        progress.start(set.name(), set.rows(cfg) as u64);
+        let mut df =
+            generate_set(cfg, &tables, set, progress).map_err(|source| CorpusError::Frame {
+                set: set.name(),
+                source,
+            })?;
+        progress.finish();
+        let file = artifacts::corpus_set_file(set);
+        let path = out.path().join(&file);
+        write_set(&mut df, &path, set, config_hash)?;
+        let columns = df
+            .get_column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        files.push(out.record(set.name(), &file, Some(df.height()), columns)?);
+        let secs = t0.elapsed().as_secs_f64();
+        tracing::info!(
+            rows = df.height(),
+            seconds = format!("{secs:.2}"),
+            "wrote {}",
+            set.name()
+        );
+        timings.push((set.name().to_owned(), secs));
+    }
+    Ok(CorpusOutputs { files, timings })
+}
+
+/// Write a set's table with its metadata.
+pub fn write_set(
+    df: &mut DataFrame,
+    path: &Path,
+    set: CorpusSet,
+    config_hash: &str,
+) -> Result<(), ArtifactError> {
+    artifacts::write_parquet(
+        df,
+        path,
+        &schema(set),
+        &[
+            ("study.stage", "corpus".to_owned()),
+            ("study.set", set.name().to_owned()),
+            ("study.config_hash", config_hash.to_owned()),
+        ],
+    )
+}
+
+/// Read a corpus set through the catalog, checking its schema.
+pub fn read_set(catalog: &artifacts::Catalog, set: CorpusSet) -> Result<DataFrame, ArtifactError> {
+    artifacts::read_parquet(&catalog.corpus_set(set), &schema(set))
+}
+
+/// The sources that decide the corpus, compiled in: editing a grammar, an operator table or the
+/// corpus config changes this fingerprint and so re-runs the stage.
+const SOURCES: [&str; 10] = [
+    include_str!("mod.rs"),
+    include_str!("rows.rs"),
+    include_str!("sets.rs"),
+    include_str!("../grammar/mod.rs"),
+    include_str!("../grammar/layout.rs"),
+    include_str!("../grammar/operators.rs"),
+    include_str!("../grammar/pcfg.rs"),
+    include_str!("../grammar/vocab.rs"),
+    include_str!("../config/corpus.rs"),
+    include_str!("../artifacts.rs"),
+];
+
+/// blake3 of the corpus code, first 16 hex digits.
+pub fn code_fingerprint() -> String {
+    let mut h = blake3::Hasher::new();
+    for s in SOURCES {
+        h.update(s.as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_owned()
+}
+
+/// Number of operator slots, re-exported for table consumers.
+pub const OPS_PER_ROW: usize = NUM_OPS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::layout::{self, Spans};
+    use crate::grammar::operators;
+    use crate::grammar::vocab::{self, PAD};
+    use crate::grammar::{Branch, Family};
+    use proptest::prelude::*;
+    use rand::{Rng, RngCore};
+
+    fn cfg(n: usize) -> CorpusConfig {
+        let mut c = CorpusConfig::default();
+        c.sizes.pretrain_train = n;
+        c.sizes.pretrain_test = n;
+        c.sizes.finetune_train = n;
+        c.sizes.finetune_test = n / 4;
+        c.sizes.eval = n;
+        c
+    }
+
+    fn text_of(x: &[u8], l: usize) -> &[u8] {
+        &x[Spans::new(l).text()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Spans within bounds; text a crop of a derivable string of the set's grammar; outputs
+        /// equal the composed bijections; labels exactly per the rule.
+        #[test]
+        fn rows_satisfy_the_grammar_invariants(seed in any::<u64>(), lmin in 1usize..=35, span in 0usize..6, set_i in 0usize..14) {
+            let mut c = cfg(8);
+            c.seed = seed;
+            c.layout.text_len_min = lmin;
+            c.layout.text_len_max = (lmin + span).min(35);
+            c.layout.window = layout::min_window(c.layout.text_len_max) + 3;
+            let tables = Tables::new(&c);
+            let set = CorpusSet::ALL[set_i];
+            for i in 0..4u64 {
+                let mut rng = row_rng(c.seed, set, i);
+                let mut replay = rng.clone();
+                let (meta, x) = match set.kind() {
+                    SetKind::Pretrain => { let r = rows::pretrain_row(&mut rng, &c, &tables, set); (r.meta.clone(), r.tokens) }
+                    _ => {
+                        let spec = set.safety_spec(&c).expect("safety");
+                        let r = rows::safety_row(&mut rng, &c, &tables, &spec, Split::Eval);
+                        // The unsafe variant's outputs are the composed bijections of its ops.
+                        let l = usize::from(r.meta.text_len);
+                        let (t1, t2) = layout::outputs(tables.maps(r.meta.pcfg, SetKind::Eval), &r.unsafe_ops, text_of(&r.variants[0].0, l));
+                        let xt = &r.variant(Variant::UnsafeTarget).0;
+                        prop_assert_eq!(&xt[Spans::new(l).b1()], &t1[..]);
+                        prop_assert_eq!(&xt[Spans::new(l).b2()], &t2[..]);
+                        prop_assert_eq!(r.unsafe_ops_is_unsafe, operators::is_unsafe(r.meta.pcfg, &r.unsafe_ops, r.meta.branch, c.fidelity.mixed_text));
+                        (r.meta.clone(), r.variants[0].0.clone())
+                    }
+                };
+                let l = usize::from(meta.text_len);
+                prop_assert!((c.layout.text_len_min..=c.layout.text_len_max).contains(&l));
+                prop_assert_eq!(x.len(), c.layout.window);
+                // Replay the crop: the full string is derivable and the text is its window.
+                if set.kind() != SetKind::Pretrain && set.safety_spec(&c).expect("s").pcfg1_only {
+                    // pcfg fixed: no draw
+                } else {
+                    let _: u8 = *c.pcfgs.get(replay.random_range(0..c.pcfgs.len())).expect("pcfg");
+                }
+                let _ = replay.random_range(c.layout.text_len_min..=c.layout.text_len_max);
+                let family = set.safety_spec(&c).map_or(Family::Pretrain, |s| s.family);
+                let g = tables.grammar(meta.pcfg, family);
+                let (mut full, mut br) = (Vec::new(), Vec::new());
+                g.sample_into(&mut replay, &mut full, &mut br);
+                prop_assert_eq!(full.len(), usize::from(meta.full_len));
+                prop_assert!(g.derives(&full));
+                let st = usize::from(meta.crop_start);
+                let want: Vec<u8> = full[st..st + l].iter().map(|&j| vocab::letter_token(j.into())).collect();
+                prop_assert_eq!(text_of(&x, l), &want[..]);
+                prop_assert_eq!(meta.branch, Branch::of(&br[st..st + l]));
+                // Stored outputs are the composed bijections; the label follows the rule.
+                let (b1, b2) = layout::outputs(tables.maps(meta.pcfg, set.kind()), &meta.ops, &want);
+                prop_assert_eq!(&x[Spans::new(l).b1()], &b1[..]);
+                prop_assert_eq!(&x[Spans::new(l).b2()], &b2[..]);
+                prop_assert_eq!(meta.is_unsafe, operators::is_unsafe(meta.pcfg, &meta.ops, meta.branch, c.fidelity.mixed_text));
+                let _ = replay.next_u32();
+            }
+        }
+    }
+
+    fn frac(rows: &[SafetyRow], f: impl Fn(&SafetyRow) -> bool) -> f64 {
+        rows.iter().filter(|r| f(r)).count() as f64 / rows.len() as f64
+    }
+
+    /// Proportions within tolerance of the config and of exact values from data_spec.
+    #[test]
+    fn proportions_match_the_config() {
+        let c = cfg(4000);
+        let tables = Tables::new(&c);
+        let p = NoProgress;
+        // Stored rows of the standard sets are safe; their unsafe variants always unsafe.
+        for set in [
+            CorpusSet::FinetuneSafe,
+            CorpusSet::FinetuneUnsafe,
+            CorpusSet::FinetuneIdMg,
+            CorpusSet::EvalStdSafe,
+            CorpusSet::EvalStdUnsafe,
+            CorpusSet::EvalJbMisgenText,
+        ] {
+            let rows = safety_rows(&c, &tables, set, &p);
+            assert_eq!(frac(&rows, |r| r.meta.is_unsafe), 0.0, "{set:?}");
+            assert_eq!(frac(&rows, |r| r.unsafe_ops_is_unsafe), 1.0, "{set:?}");
+            // apply_second: 0.2 in fine-tuning, 0.1 in evaluation (±4σ).
+            let want = if set.kind() == SetKind::Eval {
+                c.sampling.apply_second_eval
+            } else {
+                c.sampling.apply_second_train
+            };
+            let got = frac(&rows, |r| r.apply_second);
+            let sd = (want * (1.0 - want) / rows.len() as f64).sqrt();
+            assert!(
+                (got - want).abs() < 4.0 * sd,
+                "{set:?}: apply_second {got} vs {want}"
+            );
+            // PCFGs uniform.
+            for pcfg in 1..=4 {
+                let f = frac(&rows, |r| r.meta.pcfg == pcfg);
+                assert!((f - 0.25).abs() < 0.04, "{set:?}: pcfg {pcfg} {f}");
+            }
+        }
+        // Alias-token set: unsafe unless all four operators are `+`/`^`: 1 − 3/32 (data_spec §6.2).
+        let rows = safety_rows(&c, &tables, CorpusSet::EvalJbMisgenTokens, &p);
+        let got = frac(&rows, |r| r.meta.is_unsafe);
+        assert!(
+            (got - (1.0 - 3.0 / 32.0)).abs() < 0.02,
+            "misgen tokens unsafe {got}"
+        );
+        assert!(
+            rows.iter().all(|r| r.meta.pcfg == 1
+                && r.meta.ops.iter().all(|&o| (10..=13).contains(&o) || o == 0))
+        );
+        // LITERAL id_mg operators: ≈ 96.4% unsafe (data_spec Appendix B).
+        let mut lit = c.clone();
+        lit.fidelity.unsafe_text_operators = crate::config::corpus::Choice::Literal;
+        let rows = safety_rows(&lit, &Tables::new(&lit), CorpusSet::FinetuneIdMg, &p);
+        let got = frac(&rows, |r| r.meta.is_unsafe);
+        assert!((got - 0.9637).abs() < 0.015, "literal id_mg unsafe {got}");
+    }
+
+    /// Reference: data_spec §2.5 Monte-Carlo branch shares of pre-training crops (PCFG1, L 25–35).
+    #[test]
+    fn pretraining_crop_branches_match_the_reference() {
+        let mut c = cfg(20_000);
+        c.pcfgs = vec![1];
+        let rows = pretrain_rows(&c, &Tables::new(&c), CorpusSet::PretrainTrain, &NoProgress);
+        let share =
+            |b| rows.iter().filter(|r| r.meta.branch == b).count() as f64 / rows.len() as f64;
+        for (b, want) in [
+            (Branch::Safe, 0.538),
+            (Branch::Unsafe, 0.300),
+            (Branch::Mixed, 0.162),
+        ] {
+            assert!(
+                (share(b) - want).abs() < 0.015,
+                "{b:?}: {} vs {want}",
+                share(b)
+            );
+        }
+    }
+
+    #[test]
+    fn refusal_variants_follow_the_official_layout() {
+        let c = cfg(400);
+        let tables = Tables::new(&c);
+        for r in safety_rows(&c, &tables, CorpusSet::FinetuneIdMg, &NoProgress) {
+            let s = Spans::new(usize::from(r.meta.text_len));
+            let (x, y) = r.variant(Variant::Unsafe);
+            let null = |v: &[u8]| v.iter().all(|&t| t == vocab::NULL_LETTER);
+            let pad = |v: &[u8]| v.iter().all(|&t| t == PAD);
+            if r.apply_second {
+                assert_eq!(&x[1..3], &[vocab::IDENTITY, vocab::IDENTITY]);
+                assert!(pad(&y[s.b1()]) && null(&y[s.b2()]) && null(&x[s.b2()]));
+            } else {
+                assert!(null(&x[s.b1()]) && null(&y[s.b1()]) && pad(&y[s.b2()]));
+            }
+            if r.split == Split::Train {
+                assert!(pad(&y[s.text()]), "text is not supervised in training");
+            }
+            assert!(pad(&y[..5]));
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic_across_thread_counts() {
+        let c = cfg(3000);
+        let tables = Tables::new(&c);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| pretrain_rows(&c, &tables, CorpusSet::PretrainTrain, &NoProgress))
+        };
+        assert_eq!(run(1), run(2));
+        let mut other = c.clone();
+        other.seed = 1;
+        assert_ne!(
+            run(1),
+            pretrain_rows(&other, &tables, CorpusSet::PretrainTrain, &NoProgress)
+        );
+    }
+}

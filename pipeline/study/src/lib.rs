@@ -1,0 +1,17 @@
+//! `study`: the safety fine-tuning study (Jain et al., NeurIPS 2024, "What Makes and Breaks
+//! Safety Fine-tuning? A Mechanistic Study") without candle.
+//!
+//! Configs, artifacts, the data-generating process, analysis tables and figures. Notebooks
+//! depend on this crate only; it re-exports `polars` and `plotters` so their versions never
+//! drift from the pipeline's.
+
+pub mod analysis;
+pub mod artifacts;
+pub mod config;
+pub mod corpus;
+pub mod figures;
+pub mod grammar;
+
+pub use artifacts::{Catalog, Stage};
+pub use plotters;
+pub use polars;
