@@ -38,7 +38,7 @@ CORPUS_CODE := pipeline/study-cli/src/stages/corpus.rs $(wildcard pipeline/study
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
 help:
-	@awk -F': ' '/^## /{sub(/^## /,""); printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk '/^## /{l=substr($$0,4); i=index(l,": "); printf "  %-16s %s\n", substr(l,1,i-1), substr(l,i+2)}' $(MAKEFILE_LIST)
 
 ## all: every stage on PRESET (default cpu), then the notebooks and their figures
 all: corpus figures
