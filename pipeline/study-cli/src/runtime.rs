@@ -63,13 +63,12 @@ impl Runtime {
                 .with(bars)
                 .init();
         }
-        if let Some(n) = self.threads {
-            if let Err(e) = rayon::ThreadPoolBuilder::new()
+        if let Some(n) = self.threads
+            && let Err(e) = rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
                 .build_global()
-            {
-                tracing::warn!("cannot set {n} threads: {e}");
-            }
+        {
+            tracing::warn!("cannot set {n} threads: {e}");
         }
         Guard
     }
@@ -108,10 +107,10 @@ impl study::corpus::Progress for Bars {
         }
     }
     fn inc(&self, n: u64) {
-        if let Ok(s) = self.span.lock() {
-            if let Some(span) = s.as_ref() {
-                span.pb_inc(n);
-            }
+        if let Ok(s) = self.span.lock()
+            && let Some(span) = s.as_ref()
+        {
+            span.pb_inc(n);
         }
     }
     fn finish(&self) {

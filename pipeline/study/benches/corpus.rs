@@ -19,15 +19,23 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn rate(cfg: &CorpusConfig, tables: &Tables, set: CorpusSet, threads: usize) -> f64 {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool");
     let t0 = Instant::now();
-    let df = pool.install(|| corpus::generate_set(cfg, tables, set, &NoProgress)).expect("table");
+    let df = pool
+        .install(|| corpus::generate_set(cfg, tables, set, &NoProgress))
+        .expect("table");
     df.height() as f64 / t0.elapsed().as_secs_f64()
 }
 
 fn main() {
     let mut cfg = CorpusConfig::default(); // the paper's lengths: L 25–35, W 160
-    let n = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let n = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     cfg.sizes.pretrain_train = n;
     cfg.sizes.pretrain_test = n;
     cfg.sizes.finetune_train = n;

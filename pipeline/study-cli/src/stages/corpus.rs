@@ -19,19 +19,18 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
     let cfg = &resolved.cfg;
     let catalog = Catalog::new(&rt.data_root, &args.preset, cfg.seed);
     let manifest_path = catalog.manifest(Stage::Corpus);
-    if !args.force {
-        if let Ok(old) = Manifest::read(&manifest_path, "corpus") {
-            if old.is_up_to_date(
-                STAGE_VERSION,
-                &study::corpus::code_fingerprint(),
-                &resolved.hash,
-                &[],
-                catalog.root(),
-            ) {
-                tracing::info!(config_hash = %resolved.hash, "corpus is up to date: {}", manifest_path.display());
-                return super::touch(&manifest_path);
-            }
-        }
+    if !args.force
+        && let Ok(old) = Manifest::read(&manifest_path, "corpus")
+        && old.is_up_to_date(
+            STAGE_VERSION,
+            &study::corpus::code_fingerprint(),
+            &resolved.hash,
+            &[],
+            catalog.root(),
+        )
+    {
+        tracing::info!(config_hash = %resolved.hash, "corpus is up to date: {}", manifest_path.display());
+        return super::touch(&manifest_path);
     }
     let _span = tracing::info_span!("corpus", preset = %args.preset, seed = cfg.seed).entered();
     tracing::info!(config = %resolved.path.display(), config_hash = %resolved.hash, "generating corpus");
