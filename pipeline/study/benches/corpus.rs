@@ -51,6 +51,30 @@ fn main() {
         let all = rate(&cfg, &tables, set, cores);
         println!("| {} | {:.0} | {:.0} |", set.name(), one, all);
     }
+    // The same work in Python, the official generator's way (benches/python_baseline.py).
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_baseline.py");
+    let py = std::process::Command::new("python3")
+        .args([script, "20000"])
+        .output();
+    match py {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let python: Option<f64> = text
+                .split('=')
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok());
+            print!("{text}");
+            if let Some(python) = python {
+                let rust = rate(&cfg, &tables, CorpusSet::PretrainTrain, 1);
+                println!(
+                    "pretrain_train on 1 thread: {rust:.0} samples/s = {:.0}× the Python baseline (target ≥ 50×)",
+                    rust / python
+                );
+            }
+        }
+        _ => println!("python3 not available: no baseline comparison"),
+    }
     if let Some(mib) = peak_rss_mib() {
         println!("peak resident memory: {mib:.0} MiB");
     }

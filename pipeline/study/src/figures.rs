@@ -243,6 +243,15 @@ where
         .build_cartesian_2d((lo - 0.5)..(hi + 0.5), 0.0..ymax.max(0.01))?;
     chart
         .configure_mesh()
+        .disable_x_mesh()
+        .x_labels((hi - lo) as usize + 3)
+        .x_label_formatter(&|v| {
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        })
         .x_desc("text length L (tokens)")
         .y_desc("fraction")
         .draw()?;
