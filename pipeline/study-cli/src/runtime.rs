@@ -97,7 +97,7 @@ impl study::corpus::Progress for Bars {
     fn start(&self, name: &str, total: u64) {
         let span = tracing::info_span!("rows", set = name);
         span.pb_set_style(
-            &indicatif::ProgressStyle::with_template("{span_child_prefix}{spinner} {span_fields} [{bar:30}] {pos}/{len} rows ({per_sec}, ETA {eta})")
+            &indicatif::ProgressStyle::with_template("{span_child_prefix}{spinner} {span_fields} [{bar:30}] {human_pos}/{human_len} rows, ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         span.pb_set_length(total);
