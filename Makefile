@@ -21,7 +21,6 @@ export STUDY_TOOLS
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
-CARGO_PROFILE := $(if $(filter release,$(PROFILE)),--release,)
 CARGO_FEATURES := $(if $(filter cuda,$(DEVICE)),--features cuda,)
 STUDY := $(TARGET_DIR)/$(PROFILE_DIR)/study
 STUDY_FLAGS := --device $(DEVICE) $(if $(THREADS),--threads $(THREADS),)
@@ -48,8 +47,14 @@ tiny:
 	$(MAKE) corpus PRESET=tiny PROFILE=dev
 
 ## build: compile the `study` binary (release unless PROFILE=dev; DEVICE=cuda adds CUDA)
+# PROFILE=dev builds through `cargo test --no-run`: the binary then has the same dependency
+# features as the test build, so `make test` compiles the dependency graph once, not twice.
 build:
-	$(CARGO) build $(CARGO_PROFILE) $(CARGO_FEATURES) -p study-cli --bin study
+ifeq ($(PROFILE),release)
+	$(CARGO) build --release $(CARGO_FEATURES) -p study-cli --bin study
+else
+	$(CARGO) test --workspace --no-run $(CARGO_FEATURES)
+endif
 
 ## corpus: synthetic data (pre-training, fine-tuning and evaluation sets) → data/<preset>/seed-<k>/01_corpus
 corpus: $(CORPUS)

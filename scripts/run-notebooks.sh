@@ -1,41 +1,100 @@
 #!/usr/bin/env bash
-# Execute notebooks headlessly with the evcxr (Rust) kernel.
+# Executes notebooks headlessly (nbclient + the evcxr Rust kernel `rust`), one after the other.
 #   scripts/run-notebooks.sh <data_dir> <reports_dir> <notebook.ipynb>...
-# The kernel sees STUDY_DATA=<data_dir> (a data/<preset>/seed-<k> folder) and
-# STUDY_REPORTS=<reports_dir>; executed copies go to <reports_dir>/executed/, never into notebooks/.
-# evcxr compiles notebook code at opt-level 0 and keeps its build folder under $STUDY_TOOLS, so
-# compiled dependencies (polars, plotters, study) are reused across notebooks and runs.
+# The kernel, hence `std::env::var` in cells, sees STUDY_DATA=<data_dir> and
+# STUDY_REPORTS=<reports_dir>, both absolute; cells run in the notebook's folder. Executed copies
+# (partial ones too, up to the failing cell) go to <reports_dir>/executed/<name>.ipynb, never next
+# to the notebooks. A notebook stops at its first failing cell (compile error, `?` on an Err,
+# panic); the script then names the notebook, the cell and its error, runs the remaining
+# notebooks and exits 1.
+# Reads: STUDY_TOOLS (see notebook-tools.sh), STUDY_NB_TIMEOUT (seconds per cell, default 3600).
+# Speed: evcxr compiles at opt level 0 (init.evcxr) in one persistent crate folder
+# ($STUDY_TOOLS/evcxr-build) with a compilation cache ($STUDY_TOOLS/cache/evcxr), so compiled
+# dependencies are shared by all notebooks and runs; a lock serialises runs sharing them.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 <data_dir> <reports_dir> <notebook.ipynb>..." >&2; exit 2; }
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/notebook-tools.sh"
-tools="$(cd "${STUDY_TOOLS:-$root/tools}" && pwd)"
-data="$(realpath -m "$1")"
-reports="$(realpath -m "$2")"
+tools="${STUDY_TOOLS:-tools}"
+case "$tools" in /*) ;; *) tools="$root/$tools" ;; esac
+tools="$(cd "$tools" && pwd)"
+data="$(realpath -m -- "$1")"
+reports="$(realpath -m -- "$2")"
 shift 2
-[ -f "$data/01_corpus/manifest.yaml" ] || { echo "no corpus at $data; run \`make corpus\` for that preset first" >&2; exit 1; }
+[ -f "$data/01_corpus/manifest.yaml" ] ||
+  { echo "run-notebooks: no corpus at $data; run \`make corpus\` for that preset first" >&2; exit 1; }
+for nb in "$@"; do [ -f "$nb" ] || { echo "run-notebooks: no notebook $nb" >&2; exit 2; }; done
 
 export STUDY_DATA="$data" STUDY_REPORTS="$reports"
-export JUPYTER_PATH="$tools/jupyter" JUPYTER_DATA_DIR="$tools/jupyter" JUPYTER_CONFIG_DIR="$tools/jupyter-config"
-export JUPYTER_RUNTIME_DIR="$tools/jupyter-runtime" JUPYTER_PLATFORM_DIRS=1
+# Jupyter: our kernel spec, no user/system config, runtime files inside the tools folder.
+export JUPYTER_PATH="$tools/jupyter" JUPYTER_CONFIG_DIR="$tools/jupyter-config" \
+  JUPYTER_RUNTIME_DIR="$tools/jupyter-runtime" JUPYTER_PLATFORM_DIRS=1
+# evcxr: init.evcxr from the config dir, a persistent build crate, `:cache` under XDG_CACHE_HOME.
 export EVCXR_CONFIG_DIR="$tools/evcxr-config" EVCXR_TMPDIR="$tools/evcxr-build" XDG_CACHE_HOME="$tools/cache"
-mkdir -p "$EVCXR_CONFIG_DIR" "$EVCXR_TMPDIR" "$XDG_CACHE_HOME" "$JUPYTER_RUNTIME_DIR" "$reports/executed"
-# Notebook code is thin (library calls): compile it fast, not well. Dependencies keep their
-# own cargo profile.
-printf '[evcxr]\nopt_level = "0"\n' > "$EVCXR_CONFIG_DIR/evcxr.toml"
+mkdir -p "$JUPYTER_CONFIG_DIR" "$JUPYTER_RUNTIME_DIR" "$EVCXR_TMPDIR" "$XDG_CACHE_HOME" "$reports/executed"
 
-status=0
+# One run at a time per tools folder: concurrent kernels would share (and clobber) EVCXR_TMPDIR.
+if command -v flock > /dev/null; then
+  exec 9> "$tools/.run-notebooks.lock"
+  flock -n 9 || { echo "run-notebooks: waiting for another run using $tools" >&2; flock 9; }
+fi
+
+# nbclient directly rather than `jupyter nbconvert --execute`: evcxr's execute_reply carries no
+# ename/evalue/traceback (only its iopub error output does), so nbconvert's CellExecutionError
+# message is empty, and nbconvert writes nothing when a cell fails.
+run_one() {
+  "$tools/venv/bin/python" - "$@" <<'PY'
+import os, re, sys, time, nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+src, out, log, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+name = os.path.basename(src)
+nb = nbformat.read(src, as_version=4)
+current = []  # index of the code cell being executed
+
+def on_executed(cell, cell_index, execute_reply):
+    # evcxr reports runtime failures (`?` on an Err, panics) only as stderr text, with an "ok"
+    # reply: treat any stderr output as a failure (cells tagged raises-exception may fail).
+    stderr = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr")
+    if stderr.strip() and "raises-exception" not in cell.get("metadata", {}).get("tags", []):
+        raise RuntimeError("the cell wrote to stderr (how evcxr reports `?` errors and panics)")
+
+client = NotebookClient(nb, kernel_name="rust", timeout=timeout, startup_timeout=300,
+                        resources={"metadata": {"path": os.path.dirname(os.path.abspath(src))}},
+                        on_cell_execute=lambda cell, cell_index: current.append(cell_index),
+                        on_cell_executed=on_executed)
+start = time.monotonic()
+try:
+    with open(log, "w") as kernel_output:  # the kernel's stdout/stderr: cargo's progress, evcxr notices
+        client.execute(stdout=kernel_output, stderr=kernel_output)
+except Exception as error:  # cell error, stderr, timeout, dead kernel, kernel that would not start
+    print(f"run-notebooks: {name} FAILED after {time.monotonic() - start:.0f} s (kernel log: {log})", file=sys.stderr)
+    if current:
+        cell = nb.cells[current[-1]]
+        print(f"--- cell {current[-1] + 1} of {len(nb.cells)}:\n{cell.source}\n--- its output:", file=sys.stderr)
+        for o in cell.get("outputs", []):
+            text = "\n".join(o.get("traceback") or []) or o.get("text") or o.get("data", {}).get("text/plain", "")
+            print(re.sub(r"\x1b\[[0-9;]*m", "", "".join(text)).rstrip()[:4000], file=sys.stderr)
+    if not isinstance(error, CellExecutionError):  # its message is empty with evcxr
+        print(f"--- {type(error).__name__}: {error}", file=sys.stderr)
+    try:  # a kernel that died or would not start says why only in its own output
+        with open(log) as kernel_output:
+            tail = kernel_output.read().splitlines()[-40:]
+        if tail:
+            print(f"--- the kernel's last output ({log}):\n" + "\n".join(tail), file=sys.stderr)
+    except OSError:
+        pass
+    sys.exit(1)
+finally:
+    nbformat.write(nb, out)
+print(f"run-notebooks: {name} ok in {time.monotonic() - start:.0f} s -> {out}", file=sys.stderr)
+PY
+}
+
+failed=()
 for nb in "$@"; do
   name="$(basename "$nb")"
-  start=$(date +%s)
-  if "$tools/venv/bin/jupyter-nbconvert" --to notebook --execute \
-      --ExecutePreprocessor.kernel_name=rust --ExecutePreprocessor.timeout=3600 \
-      --output-dir "$reports/executed" --output "$name" "$nb" > "$reports/executed/${name%.ipynb}.log" 2>&1; then
-    echo "notebook $name: ok in $(( $(date +%s) - start )) s" >&2
-  else
-    echo "notebook $name: FAILED after $(( $(date +%s) - start )) s; the failing cell and its error:" >&2
-    tail -40 "$reports/executed/${name%.ipynb}.log" >&2
-    status=1
-  fi
+  out="$reports/executed/$name"
+  run_one "$nb" "$out" "${out%.ipynb}.log" "${STUDY_NB_TIMEOUT:-3600}" || failed+=("$name")
 done
-exit $status
+[ ${#failed[@]} -eq 0 ] || { echo "run-notebooks: failed: ${failed[*]} (logs in $reports/executed)" >&2; exit 1; }
