@@ -26,6 +26,16 @@ shift 2
 for nb in "$@"; do [ -f "$nb" ] || { echo "run-notebooks: no notebook $nb" >&2; exit 2; }; done
 
 export STUDY_DATA="$data" STUDY_REPORTS="$reports"
+# evcxr runs cargo in its own build crate and dlopen()s the library it expects under
+# $EVCXR_TMPDIR/target; a caller's CARGO_TARGET_DIR (CI sets one) would send the build elsewhere
+# and the kernel dies with "dlopen failed".
+unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
+# evcxr links each cell's library against the toolchain's shared libstd (prefer-dynamic) and
+# dlopen()s it; outside a cargo-launched environment the loader does not know where that libstd
+# lives, and the kernel dies at startup with "dlopen failed". Point it at the toolchain.
+sysroot="$(rustc --print sysroot)"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+export LD_LIBRARY_PATH="$sysroot/lib/rustlib/$host/lib:$sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Jupyter: our kernel spec, no user/system config, runtime files inside the tools folder.
 export JUPYTER_PATH="$tools/jupyter" JUPYTER_CONFIG_DIR="$tools/jupyter-config" \
   JUPYTER_RUNTIME_DIR="$tools/jupyter-runtime" JUPYTER_PLATFORM_DIRS=1
