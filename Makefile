@@ -32,19 +32,21 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 CORPUS := $(RUN)/01_corpus/manifest.yaml
 CORPUS_CODE := pipeline/study-cli/src/stages/corpus.rs $(wildcard pipeline/study/src/grammar/*.rs pipeline/study/src/corpus/*.rs) pipeline/study/src/config/corpus.rs
+PRETRAIN := $(RUN)/02_pretrain/manifest.yaml
+PRETRAIN_CODE := pipeline/study-cli/src/stages/pretrain.rs $(wildcard pipeline/study-model/src/*.rs) pipeline/study/src/training.rs pipeline/study/src/config/train.rs pipeline/study/src/config/pretrain.rs
 
-.PHONY: help all tiny build corpus figures notebooks-test test bench clean
+.PHONY: help all tiny build corpus pretrain figures notebooks-test test bench clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
 help:
 	@awk '/^## /{l=substr($$0,4); i=index(l,": "); printf "  %-16s %s\n", substr(l,1,i-1), substr(l,i+2)}' $(MAKEFILE_LIST)
 
 ## all: every stage on PRESET (default cpu), then the notebooks and their figures
-all: corpus figures
+all: pretrain figures
 
 ## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
 tiny:
-	$(MAKE) corpus PRESET=tiny PROFILE=dev
+	$(MAKE) pretrain PRESET=tiny PROFILE=dev
 
 ## build: compile the `study` binary (release unless PROFILE=dev; DEVICE=cuda adds CUDA)
 # PROFILE=dev builds through `cargo test --no-run`: the binary then has the same dependency
@@ -62,8 +64,14 @@ corpus: $(CORPUS)
 $(CORPUS): $(CONFIGS)/corpus.yaml $(CORPUS_CODE) | build
 	$(STUDY) $(STUDY_FLAGS) corpus --preset $(PRESET) --seed $(SEED)
 
+## pretrain: the instruction-tuned model (add RESUME=1 to continue a killed run) → 02_pretrain
+pretrain: $(PRETRAIN)
+
+$(PRETRAIN): $(CORPUS) $(CONFIGS)/pretrain.yaml $(PRETRAIN_CODE) | build
+	$(STUDY) $(STUDY_FLAGS) pretrain --preset $(PRESET) --seed $(SEED) $(if $(RESUME),--resume,)
+
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
-figures: $(CORPUS)
+figures: $(PRETRAIN)
 	scripts/run-notebooks.sh $(RUN) $(REPORTS) $(NOTEBOOKS)
 
 ## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path
@@ -76,9 +84,10 @@ test:
 	$(CARGO) test --workspace
 	$(MAKE) notebooks-test
 
-## bench: throughput benchmarks (corpus samples/s per set, peak memory)
+## bench: throughput benchmarks (corpus samples/s per set; training steps/s, GFLOP/s; peak memory)
 bench:
 	$(CARGO) bench -p study --bench corpus
+	$(CARGO) bench -p study-model --bench train
 
 ## clean: remove generated data and executed notebooks (keeps reports/ and the tools folder)
 clean:

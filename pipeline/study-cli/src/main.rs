@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! study corpus --preset cpu [--seed 0] [--set layout.text_len_max=8]
+//! study pretrain --preset cpu [--resume]
 //! ```
 //! Run from the repository root (the Makefile does); configs are read from
 //! `pipeline/configs/<preset>/<stage>.yaml` and outputs go to `data/<preset>/seed-<k>/`.
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Generate the synthetic data: pre-training, fine-tuning and evaluation sets (Parquet).
     Corpus(stages::StageArgs),
+    /// Pre-train the instruction-tuned (IT) model on the corpus (safetensors, metrics).
+    Pretrain(stages::pretrain::PretrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let _guard = cli.runtime.init();
     let result = match &cli.command {
         Command::Corpus(args) => stages::corpus::run(args, &cli.runtime),
+        Command::Pretrain(args) => stages::pretrain::run(args, &cli.runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -392,3 +392,166 @@ fn notebooks_are_committed_without_outputs() {
     }
     assert!(seen >= 1, "no notebooks found in {}", dir.display());
 }
+
+// ---------------------------------------------------------------------------------------------
+// pretrain
+
+/// The tiny pre-training run, once per test binary, on the shared tiny corpus.
+fn tiny_pretrained() -> &'static Catalog {
+    static RUN: OnceLock<()> = OnceLock::new();
+    let (dir, catalog) = tiny();
+    RUN.get_or_init(|| {
+        let root = dir.path().to_str().expect("utf-8 path");
+        ok(&study(&[
+            "--data-root",
+            root,
+            "pretrain",
+            "--preset",
+            "tiny",
+        ]));
+    });
+    catalog
+}
+
+fn metric_rows(path: &Path) -> Vec<study::training::MetricRow> {
+    let df = study::artifacts::read_parquet(path, &study::training::metrics_schema("pretrain"))
+        .expect("metrics read with their schema");
+    study::training::metrics_rows(&df).expect("rows")
+}
+
+fn train_losses(rows: &[study::training::MetricRow]) -> Vec<(u32, f64)> {
+    rows.iter()
+        .filter(|r| r.split == "train" && r.metric == "loss")
+        .map(|r| (r.step, r.value))
+        .collect()
+}
+
+#[test]
+fn tiny_pretrain_loss_falls_and_its_summary_matches_the_snapshot() {
+    use study::artifacts::{METRICS_FILE, MODEL_CONFIG_FILE};
+    let catalog = tiny_pretrained();
+    let m = Manifest::read(&catalog.manifest(Stage::Pretrain), "pretrain").expect("manifest");
+    let outputs: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        outputs,
+        [
+            "model",
+            "model_config",
+            "optimizer",
+            "train_state",
+            "summary",
+            "metrics"
+        ]
+    );
+    assert!(
+        !catalog.checkpoint_dir(Stage::Pretrain).exists(),
+        "a finished run removes its checkpoint"
+    );
+    let rows = metric_rows(&catalog.stage_file(Stage::Pretrain, METRICS_FILE));
+    let losses = train_losses(&rows);
+    assert_eq!(losses.len(), 60);
+    let mean = |v: &[(u32, f64)]| v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&losses[..5]), mean(&losses[55..]));
+    assert!(
+        last < first - 0.5,
+        "the training loss must fall: first 5 steps {first:.3}, last 5 {last:.3}"
+    );
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(catalog.stage_file(Stage::Pretrain, MODEL_CONFIG_FILE))
+            .expect("config.json"),
+    )
+    .expect("json");
+    // A readable, rounded summary: what was measured when, and the coarse numbers.
+    let mut evaluated: Vec<String> = rows
+        .iter()
+        .filter(|r| r.split != "train" || r.metric.starts_with("acc") || r.metric.starts_with("em"))
+        .map(|r| {
+            format!(
+                "{} {} {} {} (n={})",
+                r.step, r.split, r.sample_type, r.metric, r.n
+            )
+        })
+        .collect();
+    evaluated.sort();
+    evaluated.dedup();
+    let summary = serde_json::json!({
+        "model_config": cfg,
+        "train_loss_at_step_1": format!("{:.1}", losses[0].1),
+        "metric_rows": rows.len(),
+        "evaluations": evaluated,
+    });
+    assert_stage_snapshot!("pretrain", "tiny", summary);
+}
+
+#[test]
+fn pretrain_resumed_after_a_kill_equals_an_uninterrupted_run() {
+    use study::artifacts::MODEL_FILE;
+    let full = tiny_pretrained();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    let args = ["--data-root", root, "pretrain", "--preset", "tiny"];
+    ok(&study(&[&args[..], &["--stop-after", "12"]].concat()));
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let ckpt = catalog.checkpoint_dir(Stage::Pretrain);
+    assert!(ckpt.join("train_state.json").exists(), "checkpoint kept");
+    assert!(
+        !catalog.manifest(Stage::Pretrain).exists(),
+        "no finished stage"
+    );
+    // Without --resume nothing is resumed; with it, the run continues from step 12
+    // (checkpoint at 12) to the end and must equal the uninterrupted run bit for bit.
+    ok(&study(&[&args[..], &["--resume"]].concat()));
+    let hash = |c: &Catalog| {
+        study::artifacts::hash_file(&c.stage_file(Stage::Pretrain, MODEL_FILE)).expect("hash")
+    };
+    assert_eq!(hash(&catalog), hash(full), "resumed weights differ");
+    let metrics = |c: &Catalog| {
+        metric_rows(&c.stage_file(Stage::Pretrain, study::artifacts::METRICS_FILE))
+            .into_iter()
+            .filter(|r| r.metric != "tokens_per_s")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(&catalog), metrics(full), "resumed metrics differ");
+}
+
+#[test]
+fn pretrain_bad_input_gives_clear_errors_and_overwrites_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    let args = ["--data-root", root, "pretrain", "--preset", "tiny"];
+    // no corpus yet
+    fails_with(&study(&args), &["corpus", "make corpus"]);
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    // a shape the model cannot have
+    fails_with(
+        &study(&[&args[..], &["--set", "model.n_embd=15"]].concat()),
+        &["model.n_embd", "not divisible"],
+    );
+    // --resume without a checkpoint
+    fails_with(
+        &study(&[&args[..], &["--resume"]].concat()),
+        &["no checkpoint to resume"],
+    );
+    // a corrupt checkpoint: clear error, the checkpoint left as it was, no stage folder
+    ok(&study(&[&args[..], &["--stop-after", "10"]].concat()));
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let weights = catalog
+        .checkpoint_dir(Stage::Pretrain)
+        .join("model.safetensors");
+    std::fs::write(&weights, b"not safetensors").expect("corrupt");
+    fails_with(
+        &study(&[&args[..], &["--resume"]].concat()),
+        &["corrupt", "delete it"],
+    );
+    assert_eq!(
+        std::fs::read(&weights).expect("still there"),
+        b"not safetensors"
+    );
+    assert!(!catalog.stage_dir(Stage::Pretrain).exists());
+    // a vocabulary that is not this code's
+    let vocab = catalog.vocab();
+    let text = std::fs::read_to_string(&vocab).expect("vocab");
+    std::fs::write(&vocab, text.replace("\"dup5\"", "\"dup5\", \"extra\"")).expect("edit");
+    fails_with(&study(&args), &["vocabulary", "make corpus"]);
+}

@@ -1,6 +1,30 @@
-//! `study-model`: the candle half of the study — devices today; the model, the training loop,
-//! the three safety objectives and the probes as their stages land.
+//! `study-model`: the candle half of the study: devices, the model, the optimiser and the shared
+//! training loop; the three safety objectives and the probes as their stages land.
 //!
 //! Kept apart from `study` so that notebooks never compile candle.
 
 pub mod device;
+pub mod gpt;
+pub mod optim;
+pub mod train;
+
+/// The sources that decide a trained model (this crate and the training-side modules of
+/// `study`), compiled in: editing one changes this fingerprint and so re-runs training stages.
+const SOURCES: [&str; 7] = [
+    include_str!("gpt.rs"),
+    include_str!("optim.rs"),
+    include_str!("train.rs"),
+    include_str!("../../study/src/training.rs"),
+    include_str!("../../study/src/config/train.rs"),
+    include_str!("../../study/src/config/pretrain.rs"),
+    include_str!("../../study/src/grammar/layout.rs"),
+];
+
+/// blake3 of the training code, first 16 hex digits.
+pub fn code_fingerprint() -> String {
+    let mut h = blake3::Hasher::new();
+    for s in SOURCES {
+        h.update(s.as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_owned()
+}

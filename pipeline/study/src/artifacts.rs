@@ -162,6 +162,32 @@ impl Catalog {
     }
 }
 
+/// File name of a model's weights (safetensors, official PyTorch parameter names).
+pub const MODEL_FILE: &str = "model.safetensors";
+/// File name of a model's shape (`GptConfig` as JSON).
+pub const MODEL_CONFIG_FILE: &str = "config.json";
+/// File name of a training run's resumable state (step, config hash).
+pub const TRAIN_STATE_FILE: &str = "train_state.json";
+/// File name of a training run's optimiser moments (safetensors).
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// File name of a training run's metrics table.
+pub const METRICS_FILE: &str = "metrics.parquet";
+/// File name of a training run's final summary (accuracy bar, final metrics).
+pub const SUMMARY_FILE: &str = "summary.json";
+
+impl Catalog {
+    /// A file inside a stage's folder (one of the `*_FILE` names).
+    pub fn stage_file(&self, stage: Stage, file: &str) -> PathBuf {
+        self.stage_dir(stage).join(file)
+    }
+
+    /// The resumable checkpoint of a training stage still running (or killed):
+    /// `<NN>_<stage>.ckpt/`, removed when the stage completes.
+    pub fn checkpoint_dir(&self, stage: Stage) -> PathBuf {
+        self.root.join(format!("{}.ckpt", stage.dir_name()))
+    }
+}
+
 /// File name of the vocabulary inside the corpus folder.
 pub const VOCAB_FILE: &str = "vocab.json";
 

@@ -11,8 +11,11 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 pub mod corpus;
+pub mod pretrain;
+pub mod train;
 
 pub use corpus::CorpusConfig;
+pub use pretrain::PretrainConfig;
 
 /// Errors from reading, overriding or validating a config.
 #[derive(Debug, thiserror::Error)]

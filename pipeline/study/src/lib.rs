@@ -11,6 +11,7 @@ pub mod config;
 pub mod corpus;
 pub mod figures;
 pub mod grammar;
+pub mod training;
 
 pub use artifacts::{Catalog, Stage};
 pub use plotters;

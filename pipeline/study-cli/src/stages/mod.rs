@@ -1,6 +1,7 @@
 //! Stage wiring: config in, catalog, one library call, outputs and manifest.
 
 pub mod corpus;
+pub mod pretrain;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -390,8 +390,10 @@ mod tests {
                 .message
                 .contains("sum to 1.4")
         );
-        let mut c = CorpusConfig::default();
-        c.pcfgs = vec![5];
+        let c = CorpusConfig {
+            pcfgs: vec![5],
+            ..CorpusConfig::default()
+        };
         assert_eq!(c.validate().expect_err("pcfg").field, "pcfgs");
     }
 

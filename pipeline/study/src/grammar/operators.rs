@@ -85,10 +85,10 @@ impl Operators {
         for (j, m) in maps[0].iter_mut().enumerate() {
             *m = j as u8;
         }
-        for i in 1..NUM_BIJECTIONS {
+        for (i, map) in maps.iter_mut().enumerate().skip(1) {
             let perm = numpy_permutation(start_random + i as u32 - 1, NUM_LETTERS);
-            for (j, p) in perm.into_iter().enumerate() {
-                maps[i][j] = p as u8;
+            for (slot, p) in map.iter_mut().zip(perm) {
+                *slot = p as u8;
             }
         }
         Self { maps, start_random }

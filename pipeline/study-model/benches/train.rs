@@ -1,0 +1,142 @@
+//! Training-step benchmark: forward + backward + AdamW for the tiny, cpu and paper model shapes,
+//! as a table of steps/s, tokens/s, achieved GFLOP/s (training_spec §9.1 FLOP model: 3× the
+//! forward FLOPs) and its ratio to an f32 matmul peak measured here, plus peak memory.
+//!
+//! `cargo bench -p study-model --bench train` (`make bench`). Set `BENCH_STEPS` to change the
+//! timed steps per shape (default 5, after 2 warm-up steps) and `BENCH_SHAPES` to a comma list
+//! (`tiny,cpu,paper`).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use study::grammar::vocab::VOCAB_SIZE;
+use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::optim::{AdamW, AdamWConfig};
+use study_model::train::{NextToken, Objective, TokenBatch};
+
+struct Shape {
+    name: &'static str,
+    cfg: GptConfig,
+    batch: usize,
+}
+
+fn shapes() -> Vec<Shape> {
+    let cfg = |n_layer, n_head, n_embd, block_size| GptConfig {
+        n_layer,
+        n_head,
+        n_embd,
+        block_size,
+        vocab_size: VOCAB_SIZE,
+        mlp_ratio: 4,
+    };
+    vec![
+        Shape {
+            name: "tiny",
+            cfg: cfg(2, 2, 16, 27),
+            batch: 16,
+        },
+        Shape {
+            name: "cpu",
+            cfg: cfg(3, 3, 48, 33),
+            batch: 64,
+        },
+        Shape {
+            name: "paper",
+            cfg: cfg(6, 6, 192, 159),
+            batch: 32,
+        },
+    ]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// GFLOP/s of an n×n by n×n f32 matmul (best of 5).
+fn matmul_peak(dev: &Device, n: usize) -> f64 {
+    let a = Tensor::randn(0f32, 1.0, (n, n), dev).unwrap();
+    let b = Tensor::randn(0f32, 1.0, (n, n), dev).unwrap();
+    let _ = a.matmul(&b).unwrap();
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let c = a.matmul(&b).unwrap();
+        let _ = c.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+fn main() {
+    let dev = Device::Cpu;
+    let steps: usize = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let wanted = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "tiny,cpu,paper".into());
+    let peak = matmul_peak(&dev, 1024);
+    println!(
+        "f32 matmul peak (1024³, best of 5): {peak:.1} GFLOP/s; threads: {}",
+        candle_core::utils::get_num_threads()
+    );
+    println!(
+        "| shape | layers×heads×width | batch×context | steps/s | tokens/s | GFLOP/s | % of matmul peak | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for s in shapes()
+        .into_iter()
+        .filter(|s| wanted.split(',').any(|w| w == s.name))
+    {
+        let t = s.cfg.block_size;
+        let model = Gpt::new(s.cfg, Params::init(&s.cfg, 0, &dev).unwrap()).unwrap();
+        let mut opt = AdamW::new(model.params(), AdamWConfig::default()).unwrap();
+        let x: Vec<u32> = (0..s.batch * t)
+            .map(|i| ((i * 7 + 3) % VOCAB_SIZE) as u32)
+            .collect();
+        let y: Vec<u32> = (0..s.batch * t)
+            .map(|i| ((i * 11 + 5) % VOCAB_SIZE) as u32)
+            .collect();
+        let batch = TokenBatch {
+            x: Tensor::from_vec(x, (s.batch, t), &dev).unwrap(),
+            y: Tensor::from_vec(y, (s.batch, t), &dev).unwrap(),
+        };
+        let mut step = || {
+            let loss = NextToken.loss(&model, &batch).unwrap();
+            let grads = loss.backward().unwrap();
+            opt.step(&grads, 1e-4).unwrap();
+        };
+        for _ in 0..2 {
+            step();
+        }
+        let start = Instant::now();
+        for _ in 0..steps {
+            step();
+        }
+        let secs = start.elapsed().as_secs_f64() / steps as f64;
+        let tokens = (s.batch * t) as f64;
+        let gflops = 3.0 * s.cfg.forward_flops_per_token(t) * tokens / secs / 1e9;
+        println!(
+            "| {} | {}×{}×{} | {}×{} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} |",
+            s.name,
+            s.cfg.n_layer,
+            s.cfg.n_head,
+            s.cfg.n_embd,
+            s.batch,
+            t,
+            1.0 / secs,
+            tokens / secs,
+            gflops,
+            100.0 * gflops / peak,
+            peak_rss_mib()
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! The study's GPT, written literally after the official `model.py` (reference/training_spec.md
+//! §1): a minGPT-style decoder with fixed sinusoidal positions, tanh-GELU MLPs (4× width), an
+//! untied bias-free LM head, and the official code's unusual block:
+//!
+//! ```text
+//! u  = ln_1(x)              // the residual stream is *replaced* by its normalisation
+//! a  = u + attn(u)
+//! x' = a + c_proj(gelu(c_fc(a)))   // no LayerNorm before the MLP; ln_2 exists but is unused
+//! ```
+//!
+//! Parameter names equal the official PyTorch `state_dict` keys (without DataParallel's
+//! `module.` prefix), so a checkpoint written here loads in PyTorch with `strict=False` (the two
+//! buffers `transformer.wpe.pe` and `h.{l}.attn.bias` are not parameters and are not written).
+//!
+//! Every op used here has a backward pass in candle. candle-nn's fused `layer_norm` and
+//! `softmax_last_dim` do not (they are forward-only custom ops), so they must not be used on the
+//! training path; [`layer_norm`] and the composed softmax below are differentiable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Result, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
+pub const LN_EPS: f64 = 1e-5;
+/// Standard deviation of the official initialisation of every Linear weight and `wte`.
+pub const INIT_STD: f64 = 0.02;
+
+/// The model's shape, with nanoGPT's names. Written next to every checkpoint as `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    /// Transformer blocks (paper: 6).
+    pub n_layer: usize,
+    /// Attention heads per block (paper: 6).
+    pub n_head: usize,
+    /// Residual width d (paper: 192). Must be even (sinusoidal table) and divisible by `n_head`.
+    pub n_embd: usize,
+    /// Longest context, tokens (paper: 159 = corpus window − 1).
+    pub block_size: usize,
+    /// Vocabulary size; equals the corpus's `vocab.json` (59).
+    pub vocab_size: usize,
+    /// MLP hidden width as a multiple of `n_embd` (official `scale_internal`: 4).
+    pub mlp_ratio: usize,
+}
+
+impl GptConfig {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// MLP hidden width.
+    pub fn mlp_hidden(&self) -> usize {
+        self.mlp_ratio * self.n_embd
+    }
+
+    /// Why this shape cannot be built, if it cannot.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+            ("block_size", self.block_size),
+            ("vocab_size", self.vocab_size),
+            ("mlp_ratio", self.mlp_ratio),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be ≥ 1"));
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd = {} is not divisible by n_head = {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        if !self.n_embd.is_multiple_of(2) {
+            return Err(format!(
+                "n_embd = {} must be even (sinusoidal positions pair sin/cos)",
+                self.n_embd
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every parameter's name and shape, in a fixed order (the official `state_dict` order).
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, h, v) = (self.n_embd, self.mlp_hidden(), self.vocab_size);
+        let mut out = vec![("transformer.wte.weight".to_owned(), vec![v, d])];
+        for l in 0..self.n_layer {
+            let p = format!("transformer.h.{l}");
+            out.extend([
+                (format!("{p}.ln_1.weight"), vec![d]),
+                (format!("{p}.ln_1.bias"), vec![d]),
+                (format!("{p}.attn.c_attn.weight"), vec![3 * d, d]),
+                (format!("{p}.attn.c_attn.bias"), vec![3 * d]),
+                (format!("{p}.attn.c_proj.weight"), vec![d, d]),
+                (format!("{p}.attn.c_proj.bias"), vec![d]),
+                (format!("{p}.ln_2.weight"), vec![d]),
+                (format!("{p}.ln_2.bias"), vec![d]),
+                (format!("{p}.c_fc.weight"), vec![h, d]),
+                (format!("{p}.c_fc.bias"), vec![h]),
+                (format!("{p}.c_proj.weight"), vec![d, h]),
+                (format!("{p}.c_proj.bias"), vec![d]),
+            ]);
+        }
+        out.push(("transformer.ln_f.weight".to_owned(), vec![d]));
+        out.push(("transformer.ln_f.bias".to_owned(), vec![d]));
+        out.push(("lm_head.weight".to_owned(), vec![v, d]));
+        out
+    }
+
+    /// Number of parameters (including the unused `ln_2`).
+    pub fn num_parameters(&self) -> usize {
+        self.parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Forward FLOPs per token at context `t` (training_spec §9.1): 2 × matmul weights plus the
+    /// attention products over the full t×t square.
+    pub fn forward_flops_per_token(&self, t: usize) -> f64 {
+        let d = self.n_embd as f64;
+        let per_block = 4.0 * d * d + 2.0 * d * self.mlp_hidden() as f64;
+        let matmul = self.n_layer as f64 * per_block + (self.vocab_size as f64) * d;
+        2.0 * matmul + 4.0 * (self.n_layer * t) as f64 * d
+    }
+}
+
+/// Which optimiser group a parameter belongs to (official `configure_optimizers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecayGroup {
+    /// Linear weights: decayed.
+    Decay,
+    /// Biases, LayerNorm weights, embeddings: not decayed.
+    NoDecay,
+}
+
+/// The group of parameter `name`: the weights of the five Linear layers decay.
+pub fn decay_group(name: &str) -> DecayGroup {
+    let linear = ["attn.c_attn", "attn.c_proj", ".c_fc", ".c_proj", "lm_head"];
+    if name.ends_with(".weight") && linear.iter().any(|l| name.contains(l)) {
+        DecayGroup::Decay
+    } else {
+        DecayGroup::NoDecay
+    }
+}
+
+/// The trainable parameters, by official name.
+#[derive(Debug, Clone)]
+pub struct Params {
+    vars: BTreeMap<String, Var>,
+}
+
+impl Params {
+    /// The official initialisation (training_spec §1.5), seeded: every Linear weight and `wte`
+    /// ~ N(0, 0.02²), biases 0, LayerNorm weight 1 / bias 0, then every `*c_proj.weight`
+    /// (attention output and MLP down-projection) ~ N(0, (0.02/√(2·n_layer))²). Values are drawn
+    /// on the CPU from one ChaCha8 stream in parameter order, so they do not depend on the device.
+    pub fn init(cfg: &GptConfig, seed: u64, device: &Device) -> Result<Self> {
+        if let Err(e) = cfg.check() {
+            candle_core::bail!("invalid model shape: {e}");
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let proj_std = INIT_STD / ((2 * cfg.n_layer) as f64).sqrt();
+        let mut vars = BTreeMap::new();
+        for (name, shape) in cfg.parameter_shapes() {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with("c_proj.weight") {
+                normal(&mut rng, n, proj_std)
+            } else if name.contains(".ln_") || name.contains("ln_f") {
+                let one = if name.ends_with(".weight") { 1.0 } else { 0.0 };
+                vec![one; n]
+            } else if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else {
+                normal(&mut rng, n, INIT_STD)
+            };
+            let t = Tensor::from_vec(values, shape, device)?;
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+        Ok(Self { vars })
+    }
+
+    /// Parameters from tensors by name (a loaded checkpoint), checked against `cfg`: every name
+    /// present with its shape, nothing else but the two official buffers (ignored).
+    pub fn from_tensors(cfg: &GptConfig, mut tensors: BTreeMap<String, Tensor>) -> Result<Self> {
+        let mut vars = BTreeMap::new();
+        for (name, shape) in cfg.parameter_shapes() {
+            let t = tensors.remove(&name).ok_or_else(|| {
+                candle_core::Error::Msg(format!("checkpoint has no tensor `{name}`"))
+            })?;
+            if t.dims() != shape.as_slice() {
+                candle_core::bail!(
+                    "checkpoint tensor `{name}` has shape {:?}, the model config needs {shape:?}",
+                    t.dims()
+                );
+            }
+            vars.insert(name, Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+        }
+        tensors.retain(|k, _| !(k == "transformer.wpe.pe" || k.ends_with(".attn.bias")));
+        if let Some(extra) = tensors.keys().next() {
+            candle_core::bail!(
+                "checkpoint has a tensor `{extra}` the model does not (n_layer too small?)"
+            );
+        }
+        Ok(Self { vars })
+    }
+
+    /// Read a safetensors checkpoint (an optional DataParallel `module.` prefix is stripped).
+    pub fn load(cfg: &GptConfig, path: &Path, device: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, device)?
+            .into_iter()
+            .map(|(k, v)| (k.strip_prefix("module.").map(str::to_owned).unwrap_or(k), v))
+            .collect();
+        Self::from_tensors(cfg, tensors)
+    }
+
+    /// Write all parameters as safetensors, official names.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: std::collections::HashMap<&str, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path)
+    }
+
+    /// The parameter `name`.
+    pub fn get(&self, name: &str) -> Result<&Var> {
+        self.vars
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter `{name}`")))
+    }
+
+    /// All parameters, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Parameters of one optimiser group.
+    pub fn group(&self, group: DecayGroup) -> Vec<Var> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| decay_group(k) == group)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
+    let dist = Normal::new(0.0f64, std).expect("a positive standard deviation");
+    (0..n).map(|_| dist.sample(rng) as f32).collect()
+}
+
+/// LayerNorm over the last axis (biased variance, as PyTorch), composed of differentiable ops.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
+/// `x Wᵀ + b` for x of shape (B, T, in) and W of shape (out, in) (PyTorch Linear layout).
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (bsz, t, d_in) = x.dims3()?;
+    let y = x.reshape((bsz * t, d_in))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    y.reshape((bsz, t, ()))
+}
+
+/// The fixed sinusoidal position table (training_spec §1.4): for position p and i < d/2,
+/// θ = p·exp(−2i·ln(10000)/d), PE[p, 2i] = sin θ, PE[p, 2i+1] = cos θ; computed in f32.
+pub fn sinusoidal_table(len: usize, d: usize, device: &Device) -> Result<Tensor> {
+    let mut pe = vec![0f32; len * d];
+    for p in 0..len {
+        for i in 0..d / 2 {
+            let freq = (-((2 * i) as f32) * 10000f32.ln() / d as f32).exp();
+            let theta = p as f32 * freq;
+            pe[p * d + 2 * i] = theta.sin();
+            pe[p * d + 2 * i + 1] = theta.cos();
+        }
+    }
+    Tensor::from_vec(pe, (len, d), device)
+}
+
+/// Per-layer tensors recorded by a traced forward pass, each (B, T, ·).
+#[derive(Debug, Clone)]
+pub struct LayerTrace {
+    /// The MLP's input `a = ln_1(x) + attn(ln_1(x))` (B, T, d).
+    pub mlp_in: Tensor,
+    /// `c_fc(a)`, before GELU (B, T, 4d).
+    pub mlp_pre: Tensor,
+    /// `gelu(c_fc(a))`: the input of `c_proj`, the weight the paper's ΔW analysis studies.
+    pub mlp_post: Tensor,
+    /// `c_proj(gelu(c_fc(a)))` (B, T, d).
+    pub mlp_out: Tensor,
+    /// The block's output `a + mlp_out` (B, T, d).
+    pub block_out: Tensor,
+}
+
+/// What a traced forward pass records: one entry per layer, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Layer 0 first.
+    pub layers: Vec<LayerTrace>,
+}
+
+/// The model: parameters plus the constant position table and causal mask.
+#[derive(Debug, Clone)]
+pub struct Gpt {
+    cfg: GptConfig,
+    params: Params,
+    pe: Tensor,
+    /// (block_size, block_size): 0 on and below the diagonal, −∞ above.
+    causal: Tensor,
+}
+
+impl Gpt {
+    /// A model over `params` (shapes must match `cfg`; [`Params::init`] / [`Params::load`]).
+    pub fn new(cfg: GptConfig, params: Params) -> Result<Self> {
+        let device = params.get("transformer.wte.weight")?.device().clone();
+        let t = cfg.block_size;
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Self {
+            cfg,
+            pe: sinusoidal_table(t, cfg.n_embd, &device)?,
+            causal: Tensor::from_vec(mask, (t, t), &device)?,
+            params,
+        })
+    }
+
+    /// The shape.
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        self.pe.device()
+    }
+
+    fn p(&self, name: &str) -> Result<&Tensor> {
+        Ok(self.params.get(name)?.as_tensor())
+    }
+
+    /// Logits (B, T, vocab) for token ids `idx` (B, T), T ≤ block_size. With `trace`, records
+    /// each layer's MLP input, pre- and post-activation, output and the block output; without,
+    /// records nothing.
+    pub fn forward(&self, idx: &Tensor, mut trace: Option<&mut Trace>) -> Result<Tensor> {
+        let (bsz, t) = idx.dims2()?;
+        if t > self.cfg.block_size {
+            candle_core::bail!(
+                "sequence of {t} tokens is longer than block_size {}",
+                self.cfg.block_size
+            );
+        }
+        let (d, nh, hs) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim());
+        let wte = self.p("transformer.wte.weight")?;
+        let tok = wte
+            .index_select(&idx.flatten_all()?, 0)?
+            .reshape((bsz, t, d))?;
+        let mut x = tok.broadcast_add(&self.pe.narrow(0, 0, t)?)?;
+        let mask = self.causal.narrow(0, 0, t)?.narrow(1, 0, t)?;
+        let scale = 1.0 / (hs as f64).sqrt();
+        for l in 0..self.cfg.n_layer {
+            let p = |s: &str| self.p(&format!("transformer.h.{l}.{s}"));
+            let u = layer_norm(&x, p("ln_1.weight")?, p("ln_1.bias")?, LN_EPS)?;
+            let qkv = linear(&u, p("attn.c_attn.weight")?, Some(p("attn.c_attn.bias")?))?;
+            let heads = |k: usize| -> Result<Tensor> {
+                qkv.narrow(2, k * d, d)?
+                    .reshape((bsz, t, nh, hs))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
+            let y = linear(&y, p("attn.c_proj.weight")?, Some(p("attn.c_proj.bias")?))?;
+            let a = (u + y)?;
+            let pre = linear(&a, p("c_fc.weight")?, Some(p("c_fc.bias")?))?;
+            let post = pre.gelu()?; // candle's `gelu` is the tanh approximation
+            let out = linear(&post, p("c_proj.weight")?, Some(p("c_proj.bias")?))?;
+            x = (&a + &out)?;
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.layers.push(LayerTrace {
+                    mlp_in: a,
+                    mlp_pre: pre,
+                    mlp_post: post,
+                    mlp_out: out,
+                    block_out: x.clone(),
+                });
+            }
+        }
+        let h = layer_norm(
+            &x,
+            self.p("transformer.ln_f.weight")?,
+            self.p("transformer.ln_f.bias")?,
+            LN_EPS,
+        )?;
+        linear(&h, self.p("lm_head.weight")?, None)
+    }
+}
+
+/// Token-mean cross-entropy of `logits` (B, T, V) against `targets` (B, T), ignoring positions
+/// whose target is `ignore` (the official `ignore_index` = pad): the mean over all non-ignored
+/// tokens of the batch. Returns (loss, number of counted tokens).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore: u32) -> Result<(Tensor, usize)> {
+    let (bsz, t, v) = logits.dims3()?;
+    let logits = logits.reshape((bsz * t, v))?;
+    let targets = targets.flatten_all()?;
+    let keep = targets.ne(ignore)?;
+    let count = keep.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+    let safe_targets = keep.where_cond(&targets, &targets.zeros_like()?)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let picked = logp.gather(&safe_targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let weight = keep.to_dtype(DType::F32)?;
+    let total = (picked * weight)?.sum_all()?;
+    let loss = (total.neg()? / count.max(1) as f64)?;
+    Ok((loss, count))
+}
