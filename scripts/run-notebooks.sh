@@ -74,6 +74,7 @@ client = NotebookClient(nb, kernel_name="rust", timeout=timeout, startup_timeout
                         on_cell_execute=lambda cell, cell_index: current.append(cell_index),
                         on_cell_executed=on_executed)
 start = time.monotonic()
+start_wall = time.time() - 1  # file mtimes have coarse resolution on some filesystems
 try:
     with open(log, "w") as kernel_output:  # the kernel's stdout/stderr: cargo's progress, evcxr notices
         client.execute(stdout=kernel_output, stderr=kernel_output)
@@ -97,6 +98,16 @@ except Exception as error:  # cell error, stderr, timeout, dead kernel, kernel t
     sys.exit(1)
 finally:
     nbformat.write(nb, out)
+# Each notebook declares the figures it writes (metadata "study": {"figures": [...]}); a cell can
+# fail without a word from evcxr, so check that every declared figure was written by this run.
+reports = os.environ["STUDY_REPORTS"]
+missing = [f for f in nb.metadata.get("study", {}).get("figures", [])
+           if not os.path.exists(p := os.path.join(reports, "figures", f + ".svg"))
+           or os.path.getmtime(p) < start_wall]
+if missing:
+    print(f"run-notebooks: {name} FAILED: it did not write {', '.join(m + '.svg' for m in missing)} "
+          f"under {reports}/figures (a cell failed silently; see {out})", file=sys.stderr)
+    sys.exit(1)
 print(f"run-notebooks: {name} ok in {time.monotonic() - start:.0f} s -> {out}", file=sys.stderr)
 PY
 }

@@ -375,6 +375,14 @@ fn notebooks_are_committed_without_outputs() {
             "{}: kernel",
             path.display()
         );
+        // The runner checks that these figures were written (evcxr can fail a cell silently).
+        assert!(
+            nb["metadata"]["study"]["figures"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty() && f.iter().all(|n| n.is_string())),
+            "{}: metadata.study.figures must list the figures the notebook writes",
+            path.display()
+        );
         for (i, cell) in nb["cells"].as_array().expect("cells").iter().enumerate() {
             if cell["cell_type"] == "code" {
                 assert!(
@@ -554,4 +562,25 @@ fn pretrain_bad_input_gives_clear_errors_and_overwrites_nothing() {
     let text = std::fs::read_to_string(&vocab).expect("vocab");
     std::fs::write(&vocab, text.replace("\"dup5\"", "\"dup5\", \"extra\"")).expect("edit");
     fails_with(&study(&args), &["vocabulary", "make corpus"]);
+}
+
+#[test]
+fn training_figure_renders_from_the_tiny_run() {
+    use study::analysis::training::{read_metrics, training_curves};
+    let catalog = tiny_pretrained();
+    let df = read_metrics(catalog, Stage::Pretrain).expect("metrics");
+    let curves = training_curves(&df, 10).expect("curves");
+    assert_eq!(curves.train_loss.points.len(), 60);
+    assert!(
+        curves
+            .greedy
+            .iter()
+            .any(|c| c.label == "std_safe full greedy_em_both")
+    );
+    let fig = study::figures::training(&curves).expect("figure");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (svg, png) = fig.save(dir.path()).expect("save");
+    let text = std::fs::read_to_string(svg).expect("svg");
+    assert!(text.contains("Greedy exact match") && text.contains("test full em_s1"));
+    assert!(std::fs::metadata(png).expect("png").len() > 10_000);
 }

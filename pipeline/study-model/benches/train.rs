@@ -89,9 +89,9 @@ fn main() {
         candle_core::utils::get_num_threads()
     );
     println!(
-        "| shape | layers×heads×width | batch×context | steps/s | tokens/s | GFLOP/s | % of matmul peak | peak RSS MiB |"
+        "| shape | layers×heads×width | batch×context | steps/s | tokens/s | GFLOP/s | % of matmul peak | fwd / bwd / AdamW ms | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for s in shapes()
         .into_iter()
         .filter(|s| wanted.split(',').any(|w| w == s.name))
@@ -109,23 +109,34 @@ fn main() {
             x: Tensor::from_vec(x, (s.batch, t), &dev).unwrap(),
             y: Tensor::from_vec(y, (s.batch, t), &dev).unwrap(),
         };
-        let mut step = || {
+        // Phases, to see where a step's time goes: forward (loss), backward, optimiser.
+        let mut phase = [0f64; 3];
+        let mut step = |phase: &mut [f64; 3]| {
+            let t0 = Instant::now();
             let loss = NextToken.loss(&model, &batch).unwrap();
+            let _ = loss.to_scalar::<f32>().unwrap();
+            let t1 = Instant::now();
             let grads = loss.backward().unwrap();
+            let t2 = Instant::now();
             opt.step(&grads, 1e-4).unwrap();
+            let t3 = Instant::now();
+            phase[0] += (t1 - t0).as_secs_f64();
+            phase[1] += (t2 - t1).as_secs_f64();
+            phase[2] += (t3 - t2).as_secs_f64();
         };
         for _ in 0..2 {
-            step();
+            step(&mut [0.0; 3]);
         }
         let start = Instant::now();
         for _ in 0..steps {
-            step();
+            step(&mut phase);
         }
         let secs = start.elapsed().as_secs_f64() / steps as f64;
+        let ms = phase.map(|p| 1e3 * p / steps as f64);
         let tokens = (s.batch * t) as f64;
         let gflops = 3.0 * s.cfg.forward_flops_per_token(t) * tokens / secs / 1e9;
         println!(
-            "| {} | {}×{}×{} | {}×{} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} |",
+            "| {} | {}×{}×{} | {}×{} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} / {:.0} / {:.0} | {:.0} |",
             s.name,
             s.cfg.n_layer,
             s.cfg.n_head,
@@ -136,6 +147,9 @@ fn main() {
             tokens / secs,
             gflops,
             100.0 * gflops / peak,
+            ms[0],
+            ms[1],
+            ms[2],
             peak_rss_mib()
         );
     }

@@ -2,3 +2,4 @@
 //! no file I/O.
 
 pub mod corpus;
+pub mod training;

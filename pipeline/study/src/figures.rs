@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use polars::prelude::*;
 
 use crate::analysis::corpus::CorpusOverview;
+use crate::analysis::training::{Curve, TrainingCurves};
 use crate::corpus::CorpusSet;
 use crate::grammar::vocab;
 
@@ -61,6 +62,7 @@ pub struct Figure {
 #[derive(Debug, Clone)]
 enum FigureData {
     Corpus(CorpusOverview),
+    Training(TrainingCurves),
 }
 
 impl Figure {
@@ -126,6 +128,7 @@ where
 {
     match data {
         FigureData::Corpus(ov) => draw_corpus(root, ov),
+        FigureData::Training(c) => draw_training(root, c),
     }
 }
 
@@ -444,5 +447,119 @@ where
             )))?;
         }
     }
+    Ok(())
+}
+
+/// Training curves of a training stage: loss (training, smoothed, and teacher-forced loss at
+/// each evaluation), learning rate, teacher-forced exact match per split, sample type and output
+/// segment, and greedy exact match of both outputs → `training.svg`.
+pub fn training(curves: &TrainingCurves) -> Result<Figure, FigureError> {
+    if curves.train_loss.points.is_empty() {
+        return Err(FigureError::Draw {
+            figure: "training",
+            message: "the metrics hold no training loss (an empty or unfinished run?)".into(),
+        });
+    }
+    render(
+        "training",
+        (1400, 1000),
+        FigureData::Training(curves.clone()),
+    )
+}
+
+fn draw_training<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &TrainingCurves,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Pre-training: loss, learning rate, accuracy",
+        ("sans-serif", 28),
+    )?;
+    let panels = root.split_evenly((2, 2));
+    let mut loss = vec![c.train_loss_smooth.clone()];
+    loss.extend(c.eval_loss.iter().cloned());
+    draw_curves(
+        &panels[0],
+        "Loss (token-mean cross-entropy)",
+        "loss",
+        &loss,
+        None,
+    )?;
+    draw_curves(
+        &panels[1],
+        "Learning rate",
+        "lr",
+        std::slice::from_ref(&c.lr),
+        None,
+    )?;
+    draw_curves(
+        &panels[2],
+        "Teacher-forced exact match per segment",
+        "exact match",
+        &c.exact_match,
+        Some((0.0, 1.0)),
+    )?;
+    draw_curves(
+        &panels[3],
+        "Greedy exact match of both outputs",
+        "exact match",
+        &c.greedy,
+        Some((0.0, 1.0)),
+    )?;
+    Ok(())
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    curves: &[Curve],
+    y_range: Option<(f64, f64)>,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let pts = curves.iter().flat_map(|c| c.points.iter());
+    let (x_hi, y_lo, y_hi) = pts.fold((1.0f64, f64::MAX, f64::MIN), |(x, lo, hi), p| {
+        (x.max(p.0), lo.min(p.1), hi.max(p.1))
+    });
+    let (y_lo, y_hi) = y_range.unwrap_or(if y_lo <= y_hi {
+        let pad = ((y_hi - y_lo) * 0.05).max(1e-9);
+        (y_lo - pad, y_hi + pad)
+    } else {
+        (0.0, 1.0)
+    });
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_hi, y_lo..y_hi)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.3}"))
+        .draw()?;
+    for (i, c) in curves.iter().enumerate() {
+        let color = set_color(i);
+        chart
+            .draw_series(LineSeries::new(c.points.clone(), color.stroke_width(2)))?
+            .label(c.label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
     Ok(())
 }
