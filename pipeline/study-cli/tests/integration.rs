@@ -581,6 +581,7 @@ fn training_figure_renders_from_the_tiny_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let (svg, png) = fig.save(dir.path()).expect("save");
     let text = std::fs::read_to_string(svg).expect("svg");
-    assert!(text.contains("Greedy exact match") && text.contains("test full em_s1"));
+    assert!(text.contains("Exact match") && text.contains("test full em_s1"));
+    assert!(text.contains("test full acc_s2") && text.contains("std_safe full greedy_em_both"));
     assert!(std::fs::metadata(png).expect("png").len() > 10_000);
 }

@@ -496,18 +496,27 @@ where
         std::slice::from_ref(&c.lr),
         None,
     )?;
+    // Held-out rows only: the training-mix curves stay in metrics.parquet.
+    let held_out = |cs: &[Curve]| -> Vec<Curve> {
+        cs.iter()
+            .filter(|c| c.label.starts_with("test "))
+            .cloned()
+            .collect()
+    };
     draw_curves(
         &panels[2],
-        "Teacher-forced exact match per segment",
-        "exact match",
-        &c.exact_match,
+        "Held-out teacher-forced token accuracy (text, S1, S2)",
+        "token accuracy",
+        &held_out(&c.token_accuracy),
         Some((0.0, 1.0)),
     )?;
+    let mut em = held_out(&c.exact_match);
+    em.extend(c.greedy.iter().cloned());
     draw_curves(
         &panels[3],
-        "Greedy exact match of both outputs",
+        "Exact match: teacher-forced per segment, greedy of both outputs",
         "exact match",
-        &c.greedy,
+        &em,
         Some((0.0, 1.0)),
     )?;
     Ok(())
@@ -543,7 +552,14 @@ where
         .configure_mesh()
         .x_desc("step")
         .y_desc(y_desc)
-        .y_label_formatter(&|v| format!("{v:.3}"))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| {
+            if *v != 0.0 && v.abs() < 0.01 {
+                format!("{v:.1e}")
+            } else {
+                format!("{v:.2}")
+            }
+        })
         .draw()?;
     for (i, c) in curves.iter().enumerate() {
         let color = set_color(i);

@@ -38,6 +38,8 @@ pub struct TrainingCurves {
     pub eval_loss: Vec<Curve>,
     /// Learning rate per step.
     pub lr: Curve,
+    /// Teacher-forced token accuracy per split, sample type and window at each evaluation.
+    pub token_accuracy: Vec<Curve>,
     /// Teacher-forced exact match per split, sample type and window at each evaluation.
     pub exact_match: Vec<Curve>,
     /// Greedy exact match of both outputs per split at each evaluation.
@@ -100,6 +102,7 @@ pub fn training_curves(df: &DataFrame, smooth: usize) -> PolarsResult<TrainingCu
         train_loss,
         eval_loss: curves_by_key(&rows, |r| r.metric == "eval_loss"),
         lr: curve(&rows, "learning rate", scalar("lr")),
+        token_accuracy: curves_by_key(&rows, |r| r.metric.starts_with("acc_")),
         exact_match: curves_by_key(&rows, |r| r.metric.starts_with("em_s")),
         greedy: curves_by_key(&rows, |r| r.metric == "greedy_em_both"),
     })
