@@ -242,15 +242,6 @@ impl Params {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v))
     }
-
-    /// Parameters of one optimiser group.
-    pub fn group(&self, group: DecayGroup) -> Vec<Var> {
-        self.vars
-            .iter()
-            .filter(|(k, _)| decay_group(k) == group)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
 }
 
 fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
@@ -435,11 +426,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore: u32) -> Result<(
     let logits = logits.reshape((bsz * t, v))?;
     let targets = targets.flatten_all()?;
     let keep = targets.ne(ignore)?;
-    let count = keep.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+    let weight = keep.to_dtype(DType::F32)?;
+    let count = weight.sum_all()?.to_scalar::<f32>()? as usize;
     let safe_targets = keep.where_cond(&targets, &targets.zeros_like()?)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let picked = logp.gather(&safe_targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    let weight = keep.to_dtype(DType::F32)?;
     let total = (picked * weight)?.sum_all()?;
     let loss = (total.neg()? / count.max(1) as f64)?;
     Ok((loss, count))

@@ -137,15 +137,18 @@ pub fn clip_grad_norm(grads: &mut GradStore, params: &Params, max_norm: f64) -> 
     Ok(norm)
 }
 
-/// Global L2 norm of the gradients of `params`.
+/// Global L2 norm of the gradients of `params` (one device-to-host read).
 pub fn grad_norm(grads: &GradStore, params: &Params) -> Result<f64> {
-    let mut sq = 0f64;
-    for (_, var) in params.iter() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-        }
+    let squares = params
+        .iter()
+        .filter_map(|(_, var)| grads.get(var.as_tensor()))
+        .map(|g| g.sqr()?.sum_all())
+        .collect::<Result<Vec<_>>>()?;
+    if squares.is_empty() {
+        return Ok(0.0);
     }
-    Ok(sq.sqrt())
+    let total = Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f32>()?;
+    Ok(f64::from(total).sqrt())
 }
 
 #[cfg(test)]

@@ -181,6 +181,27 @@ impl Catalog {
         self.stage_dir(stage).join(file)
     }
 
+    /// The record of input file `path` (inside this run) for a manifest: its hash, size and
+    /// run-relative path. A missing file names `target`, the make target that produces it.
+    pub fn input_record(&self, name: &str, path: &Path, target: &str) -> Result<FileRecord> {
+        let missing = || ArtifactError::Missing {
+            what: name.to_owned(),
+            path: path.to_owned(),
+            target: target.to_owned(),
+        };
+        let hash = hash_file(path).map_err(|_| missing())?;
+        let bytes = std::fs::metadata(path).map_err(|_| missing())?.len();
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        Ok(FileRecord {
+            name: name.to_owned(),
+            path: rel.to_string_lossy().into_owned(),
+            hash,
+            bytes,
+            rows: None,
+            columns: Vec::new(),
+        })
+    }
+
     /// The resumable checkpoint of a training stage still running (or killed):
     /// `<NN>_<stage>.ckpt/`, removed when the stage completes.
     pub fn checkpoint_dir(&self, stage: Stage) -> PathBuf {

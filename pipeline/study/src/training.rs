@@ -46,17 +46,6 @@ impl TokenTable {
         &self.tokens[i * self.window..(i + 1) * self.window]
     }
 
-    /// The first `n` rows.
-    pub fn head(&self, n: usize) -> Self {
-        let n = n.min(self.len());
-        Self {
-            window: self.window,
-            tokens: self.tokens[..n * self.window].to_vec(),
-            text_len: self.text_len[..n].to_vec(),
-            sample_type: self.sample_type[..n].to_vec(),
-        }
-    }
-
     /// The examples of rows `range`, each with its own sample type and no null operator.
     pub fn examples(&self, range: std::ops::Range<usize>) -> Vec<Example> {
         range

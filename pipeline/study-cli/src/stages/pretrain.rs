@@ -62,8 +62,6 @@ struct TrainState {
     config_hash: String,
     /// Code fingerprint that produced it.
     fingerprint: String,
-    /// Optimiser updates applied (equals `step`).
-    optimizer_steps: u64,
 }
 
 /// The stage's final summary (`summary.json`).
@@ -91,23 +89,6 @@ pub fn code_fingerprint() -> String {
     h.update(study_model::code_fingerprint().as_bytes());
     h.update(include_str!("pretrain.rs").as_bytes());
     h.finalize().to_hex()[..16].to_owned()
-}
-
-fn input_record(catalog: &Catalog, name: &str, path: &Path) -> Result<FileRecord> {
-    let hash = artifacts::hash_file(path).map_err(|_| artifacts::ArtifactError::Missing {
-        what: name.to_owned(),
-        path: path.to_owned(),
-        target: "corpus".into(),
-    })?;
-    let rel = path.strip_prefix(catalog.root()).unwrap_or(path);
-    Ok(FileRecord {
-        name: name.to_owned(),
-        path: rel.to_string_lossy().into_owned(),
-        hash,
-        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        rows: None,
-        columns: Vec::new(),
-    })
 }
 
 /// What the stage reads from the corpus.
@@ -151,13 +132,13 @@ fn read_inputs(catalog: &Catalog) -> Result<Data> {
             Vocab::study().len()
         );
     }
-    let mut inputs = vec![input_record(catalog, "vocab", &vocab_path)?];
+    let mut inputs = vec![catalog.input_record("vocab", &vocab_path, "corpus")?];
     for set in [
         CorpusSet::PretrainTrain,
         CorpusSet::PretrainTest,
         CorpusSet::EvalStdSafe,
     ] {
-        inputs.push(input_record(catalog, set.name(), &catalog.corpus_set(set))?);
+        inputs.push(catalog.input_record(set.name(), &catalog.corpus_set(set), "corpus")?);
     }
     let pool = training::read_tokens(catalog, CorpusSet::PretrainTrain, "tokens", None)?;
     let test = training::read_tokens(catalog, CorpusSet::PretrainTest, "tokens", None)?;
@@ -213,7 +194,7 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     };
     let started = SystemTime::now();
     let ckpt_dir = catalog.checkpoint_dir(Stage::Pretrain);
-    let (params, start, mut rows, opt_state) = if args.resume {
+    let (params, start, rows, opt_state) = if args.resume {
         resume(&ckpt_dir, &gpt_cfg, &resolved.hash, &fingerprint, &device)?
     } else {
         (
@@ -254,13 +235,12 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
         cfg,
         data: &data,
         device: device.clone(),
-        rows: std::mem::take(&mut rows),
+        rows,
         ckpt_dir: ckpt_dir.clone(),
         state: TrainState {
             step: start,
             config_hash: resolved.hash.clone(),
             fingerprint: fingerprint.clone(),
-            optimizer_steps: start as u64,
         },
         bar: bar.clone(),
         stop_after: args.stop_after,
@@ -427,12 +407,7 @@ fn resume(
     let df = artifacts::read_parquet(&metrics_path, &training::metrics_schema("pretrain"))?;
     let rows = training::metrics_rows(&df).with_context(|| corrupt("the metrics"))?;
     tracing::info!(step = state.step, "resuming from {}", dir.display());
-    Ok((
-        params,
-        state.step,
-        rows,
-        Some((moments, state.optimizer_steps)),
-    ))
+    Ok((params, state.step, rows, Some((moments, state.step as u64))))
 }
 
 /// Write weights, config, optimiser moments, train state and metrics into `dir`.
@@ -630,7 +605,7 @@ impl Hooks<TokenBatch> for Pretrain<'_> {
             self.rows.push(row(r.step, "train", "all", m, v, 1));
         }
         self.state.step = r.step;
-        self.state.optimizer_steps = opt.steps_taken();
+        debug_assert_eq!(opt.steps_taken(), r.step as u64, "one update per step");
         self.bar.pb_inc(1);
         let acc = self.last_eval.map_or(String::new(), |(_, s, _, _)| {
             format!(", std_safe em {:.0}%", 100.0 * s)
