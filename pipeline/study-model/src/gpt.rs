@@ -12,9 +12,9 @@
 //! `module.` prefix), so a checkpoint written here loads in PyTorch with `strict=False` (the two
 //! buffers `transformer.wpe.pe` and `h.{l}.attn.bias` are not parameters and are not written).
 //!
-//! Every op used here has a backward pass in candle. candle-nn's fused `layer_norm` and
-//! `softmax_last_dim` do not (they are forward-only custom ops), so they must not be used on the
-//! training path; [`layer_norm`] and the composed softmax below are differentiable.
+//! Every op used here has a backward pass. candle-nn's fused `layer_norm` and `softmax_last_dim`
+//! do not (they are forward-only custom ops), so they must not be used on the training path;
+//! [`layer_norm`] and GELU come from [`crate::ops`] (fused, with their own backward, on the CPU).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -249,23 +249,14 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
     (0..n).map(|_| dist.sample(rng) as f32).collect()
 }
 
-/// LayerNorm over the last axis (biased variance, as PyTorch), composed of differentiable ops.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred
-        .broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(weight)?
-        .broadcast_add(bias)
-}
+pub use crate::ops::layer_norm;
 
 /// `x Wᵀ + b` for x of shape (B, T, in) and W of shape (out, in) (PyTorch Linear layout).
 fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (bsz, t, d_in) = x.dims3()?;
     let y = x.reshape((bsz * t, d_in))?.matmul(&w.t()?)?;
     let y = match b {
-        Some(b) => y.broadcast_add(b)?,
+        Some(b) => crate::ops::add_bias(&y, b)?,
         None => y,
     };
     y.reshape((bsz, t, ()))
@@ -395,7 +386,7 @@ impl Gpt {
             let y = linear(&y, p("attn.c_proj.weight")?, Some(p("attn.c_proj.bias")?))?;
             let a = (u + y)?;
             let pre = linear(&a, p("c_fc.weight")?, Some(p("c_fc.bias")?))?;
-            let post = pre.gelu()?; // candle's `gelu` is the tanh approximation
+            let post = crate::ops::gelu(&pre)?; // tanh approximation, fused on the CPU
             let out = linear(&post, p("c_proj.weight")?, Some(p("c_proj.bias")?))?;
             x = (&a + &out)?;
             if let Some(tr) = trace.as_deref_mut() {

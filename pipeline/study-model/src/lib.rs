@@ -5,14 +5,16 @@
 
 pub mod device;
 pub mod gpt;
+pub mod ops;
 pub mod optim;
 pub mod train;
 
 /// The sources that decide a trained model (this crate and the training-side modules of
 /// `study`), compiled in: editing one changes this fingerprint and so re-runs training stages.
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     include_str!("gpt.rs"),
     include_str!("optim.rs"),
+    include_str!("ops.rs"),
     include_str!("train.rs"),
     include_str!("../../study/src/training.rs"),
     include_str!("../../study/src/config/train.rs"),
