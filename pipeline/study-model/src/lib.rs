@@ -22,11 +22,7 @@ const SOURCES: [&str; 8] = [
     include_str!("../../study/src/grammar/layout.rs"),
 ];
 
-/// blake3 of the training code, first 16 hex digits.
+/// The fingerprint of the training code ([`study::artifacts::source_fingerprint`]).
 pub fn code_fingerprint() -> String {
-    let mut h = blake3::Hasher::new();
-    for s in SOURCES {
-        h.update(s.as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_owned()
+    study::artifacts::source_fingerprint(&SOURCES)
 }

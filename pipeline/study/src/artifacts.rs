@@ -329,6 +329,16 @@ impl Manifest {
     }
 }
 
+/// The fingerprint of a stage's code: blake3 over the sources (compiled in with `include_str!`)
+/// that decide its outputs, first 16 hex digits. Editing one of them re-runs the stage.
+pub fn source_fingerprint(sources: &[&str]) -> String {
+    let mut h = blake3::Hasher::new();
+    for s in sources {
+        h.update(s.as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_owned()
+}
+
 /// blake3 of a file's bytes, hex.
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;

@@ -85,10 +85,10 @@ pub struct Summary {
 
 /// The code that decides the stage's outputs.
 pub fn code_fingerprint() -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(study_model::code_fingerprint().as_bytes());
-    h.update(include_str!("pretrain.rs").as_bytes());
-    h.finalize().to_hex()[..16].to_owned()
+    artifacts::source_fingerprint(&[
+        &study_model::code_fingerprint(),
+        include_str!("pretrain.rs"),
+    ])
 }
 
 /// What the stage reads from the corpus.

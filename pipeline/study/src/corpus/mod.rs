@@ -422,13 +422,9 @@ const SOURCES: [&str; 10] = [
     include_str!("../artifacts.rs"),
 ];
 
-/// blake3 of the corpus code, first 16 hex digits.
+/// The fingerprint of the corpus code ([`crate::artifacts::source_fingerprint`]).
 pub fn code_fingerprint() -> String {
-    let mut h = blake3::Hasher::new();
-    for s in SOURCES {
-        h.update(s.as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_owned()
+    artifacts::source_fingerprint(&SOURCES)
 }
 
 /// Number of operator slots, re-exported for table consumers.
