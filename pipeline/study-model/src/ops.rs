@@ -29,13 +29,14 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The f32 values of a contiguous CPU tensor (the wrappers make inputs contiguous).
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
-        candle_core::bail!("fused gelu: expected f32 storage");
+        candle_core::bail!("fused CPU op: expected f32 storage");
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("fused gelu: input must be contiguous"),
+        None => candle_core::bail!("fused CPU op: input must be contiguous"),
     }
 }
 

@@ -105,26 +105,24 @@ pub fn read_tokens(
             .collect::<Result<_, _>>()?,
         Err(_) => vec![SampleType::Full; lens.len()],
     };
-    let lists = df
-        .column(column)
-        .and_then(|c| c.list().cloned())
+    let lists = crate::analysis::corpus::token_lists(&df, column)
         .map_err(|e| err(format!("column `{column}`: {e}")))?;
-    let mut tokens = Vec::new();
-    let mut window = None;
-    for (i, row) in lists.amortized_iter().enumerate() {
-        let row = row.ok_or_else(|| err(format!("row {i} of `{column}` is null")))?;
-        let ca = row.as_ref().u8().map_err(|e| err(e.to_string()))?;
-        let w = *window.get_or_insert(ca.len());
-        if ca.len() != w {
+    let window = lists.first().map_or(0, Vec::len);
+    let mut tokens = Vec::with_capacity(lists.len() * window);
+    for (i, row) in lists.into_iter().enumerate() {
+        if row.is_empty() {
+            return Err(err(format!("row {i} of `{column}` is null or empty")));
+        }
+        if row.len() != window {
             return Err(err(format!(
-                "row {i} of `{column}` has {} tokens, earlier rows {w}",
-                ca.len()
+                "row {i} of `{column}` has {} tokens, earlier rows {window}",
+                row.len()
             )));
         }
-        tokens.extend(ca.into_no_null_iter());
+        tokens.extend(row);
     }
     Ok(TokenTable {
-        window: window.unwrap_or(0),
+        window,
         tokens,
         text_len: lens,
         sample_type: types,

@@ -101,7 +101,15 @@ struct Data {
     inputs: Vec<FileRecord>,
 }
 
-fn read_inputs(catalog: &Catalog) -> Result<Data> {
+/// What decides whether the stage is up to date: the corpus config, the vocabulary size and the
+/// input files' records (hashes). Cheap: no table is read.
+struct Inputs {
+    corpus: CorpusConfig,
+    vocab_size: usize,
+    records: Vec<FileRecord>,
+}
+
+fn check_inputs(catalog: &Catalog) -> Result<Inputs> {
     let manifest = Manifest::read(&catalog.manifest(Stage::Corpus), "corpus")?;
     let corpus: CorpusConfig =
         serde_yaml::from_value(manifest.config.clone()).with_context(|| {
@@ -140,6 +148,15 @@ fn read_inputs(catalog: &Catalog) -> Result<Data> {
     ] {
         inputs.push(catalog.input_record(set.name(), &catalog.corpus_set(set), "corpus")?);
     }
+    Ok(Inputs {
+        corpus,
+        vocab_size: vocab.len(),
+        records: inputs,
+    })
+}
+
+/// Read the tables training needs (only when the stage runs).
+fn read_inputs(catalog: &Catalog, inputs: Inputs) -> Result<Data> {
     let pool = training::read_tokens(catalog, CorpusSet::PretrainTrain, "tokens", None)?;
     let test = training::read_tokens(catalog, CorpusSet::PretrainTest, "tokens", None)?;
     let std_safe = training::read_tokens(catalog, CorpusSet::EvalStdSafe, "x_safe", None)?;
@@ -149,12 +166,12 @@ fn read_inputs(catalog: &Catalog) -> Result<Data> {
         );
     }
     Ok(Data {
-        corpus,
-        vocab_size: vocab.len(),
+        corpus: inputs.corpus,
+        vocab_size: inputs.vocab_size,
         pool,
         test,
         std_safe,
-        inputs,
+        inputs: inputs.records,
     })
 }
 
@@ -163,7 +180,7 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     let resolved = args.stage.resolve::<PretrainConfig>("pretrain", rt)?;
     let cfg = &resolved.cfg;
     let catalog = Catalog::new(&rt.data_root, &args.stage.preset, cfg.seed);
-    let data = read_inputs(&catalog)?;
+    let inputs = check_inputs(&catalog)?;
     let fingerprint = code_fingerprint();
     let manifest_path = catalog.manifest(Stage::Pretrain);
     if !args.stage.force
@@ -172,13 +189,14 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
             STAGE_VERSION,
             &fingerprint,
             &resolved.hash,
-            &data.inputs,
+            &inputs.records,
             catalog.root(),
         )
     {
         tracing::info!("pretrain is up to date: {}", manifest_path.display());
         return super::touch(&manifest_path);
     }
+    let data = read_inputs(&catalog, inputs)?;
     let device = rt
         .device
         .parse::<DeviceKind>()
@@ -488,22 +506,11 @@ impl Pretrain<'_> {
             self.rows
                 .push(row(step, split, "all", "eval_loss", loss, examples.len()));
             for (ty, w, acc, em, n) in scores.rows() {
-                self.rows.push(row(
-                    step,
-                    split,
-                    ty.as_str(),
-                    &format!("acc_{}", w.as_str()),
-                    acc,
-                    n,
-                ));
-                self.rows.push(row(
-                    step,
-                    split,
-                    ty.as_str(),
-                    &format!("em_{}", w.as_str()),
-                    em,
-                    n,
-                ));
+                for (metric, value) in [("acc", acc), ("em", em)] {
+                    let name = format!("{metric}_{}", w.as_str());
+                    self.rows
+                        .push(row(step, split, ty.as_str(), &name, value, n));
+                }
             }
         }
         // Greedy: held-out full rows, and std_safe instructions (the accuracy bar).
