@@ -34,19 +34,28 @@ CORPUS := $(RUN)/01_corpus/manifest.yaml
 CORPUS_CODE := pipeline/study-cli/src/stages/corpus.rs $(wildcard pipeline/study/src/grammar/*.rs pipeline/study/src/corpus/*.rs) pipeline/study/src/config/corpus.rs
 PRETRAIN := $(RUN)/02_pretrain/manifest.yaml
 PRETRAIN_CODE := pipeline/study-cli/src/stages/pretrain.rs $(wildcard pipeline/study-model/src/*.rs) pipeline/study/src/training.rs pipeline/study/src/config/train.rs pipeline/study/src/config/pretrain.rs
+# The safety fine-tuned models: <method>-<lr label> (labels from finetune.yaml `lrs`).
+VARIANTS ?= ssft-medium ssft-small dpo-medium dpo-small unlearn-medium unlearn-small
+FINETUNE := $(foreach v,$(VARIANTS),$(RUN)/03_finetune/$(v)/manifest.yaml)
+FINETUNE_CODE := pipeline/study-cli/src/stages/finetune.rs pipeline/study/src/finetune.rs pipeline/study/src/config/finetune.rs $(PRETRAIN_CODE)
+EVALUATE := $(RUN)/04_evaluate/manifest.yaml
+EVALUATE_CODE := pipeline/study-cli/src/stages/evaluate.rs pipeline/study/src/evaluation.rs pipeline/study/src/config/evaluate.rs $(FINETUNE_CODE)
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain figures notebooks-test test bench clean
+.PHONY: help all tiny build corpus pretrain finetune evaluate figures notebooks-test test bench clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
 help:
 	@awk '/^## /{l=substr($$0,4); i=index(l,": "); printf "  %-16s %s\n", substr(l,1,i-1), substr(l,i+2)}' $(MAKEFILE_LIST)
 
 ## all: every stage on PRESET (default cpu), then the notebooks and their figures
-all: pretrain figures
+all: evaluate figures
 
 ## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
 tiny:
-	$(MAKE) pretrain PRESET=tiny PROFILE=dev
+	$(MAKE) evaluate PRESET=tiny PROFILE=dev
 
 ## build: compile the `study` binary (release unless PROFILE=dev; DEVICE=cuda adds CUDA)
 # PROFILE=dev builds through `cargo test --no-run`: the binary then has the same dependency
@@ -70,8 +79,20 @@ pretrain: $(PRETRAIN)
 $(PRETRAIN): $(CORPUS) $(CONFIGS)/pretrain.yaml $(PRETRAIN_CODE) | build
 	$(STUDY) $(STUDY_FLAGS) pretrain --preset $(PRESET) --seed $(SEED) $(if $(RESUME),--resume,)
 
+## finetune: the safety fine-tuned models, one per VARIANTS entry (SSFT, DPO, unlearning × lr) → 03_finetune/<variant>
+finetune: $(FINETUNE)
+
+$(RUN)/03_finetune/%/manifest.yaml: $(PRETRAIN) $(CONFIGS)/finetune.yaml $(FINETUNE_CODE) | build
+	$(STUDY) $(STUDY_FLAGS) finetune --preset $(PRESET) --seed $(SEED) --variant $*
+
+## evaluate: behaviour of IT + fine-tuned models on every evaluation set, soft-token attack → 04_evaluate
+evaluate: $(EVALUATE)
+
+$(EVALUATE): $(FINETUNE) $(CONFIGS)/evaluate.yaml $(EVALUATE_CODE) | build
+	$(STUDY) $(STUDY_FLAGS) evaluate --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
+
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
-figures: $(PRETRAIN)
+figures: $(EVALUATE)
 	scripts/run-notebooks.sh $(RUN) $(REPORTS) $(NOTEBOOKS)
 
 ## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path

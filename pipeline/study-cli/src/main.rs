@@ -3,6 +3,8 @@
 //! ```text
 //! study corpus --preset cpu [--seed 0] [--set layout.text_len_max=8]
 //! study pretrain --preset cpu [--resume]
+//! study finetune --preset cpu --variant ssft-medium
+//! study evaluate --preset cpu [--variants ssft-medium,dpo-medium]
 //! ```
 //! Run from the repository root (the Makefile does); configs are read from
 //! `pipeline/configs/<preset>/<stage>.yaml` and outputs go to `data/<preset>/seed-<k>/`.
@@ -30,6 +32,10 @@ enum Command {
     Corpus(stages::StageArgs),
     /// Pre-train the instruction-tuned (IT) model on the corpus (safetensors, metrics).
     Pretrain(stages::pretrain::PretrainArgs),
+    /// Safety fine-tune the IT model: one variant `<method>-<lr label>` (SSFT, DPO, unlearning).
+    Finetune(stages::finetune::FinetuneArgs),
+    /// Behaviour of the IT and fine-tuned models on every evaluation set, and the soft-token attack.
+    Evaluate(stages::evaluate::EvaluateArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Corpus(args) => stages::corpus::run(args, &cli.runtime),
         Command::Pretrain(args) => stages::pretrain::run(args, &cli.runtime),
+        Command::Finetune(args) => stages::finetune::run(args, &cli.runtime),
+        Command::Evaluate(args) => stages::evaluate::run(args, &cli.runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -585,3 +585,244 @@ fn training_figure_renders_from_the_tiny_run() {
     assert!(text.contains("test full acc_s2") && text.contains("std_safe full greedy_em_both"));
     assert!(std::fs::metadata(png).expect("png").len() > 10_000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// finetune and evaluate
+
+const VARIANTS: [&str; 6] = [
+    "ssft-medium",
+    "ssft-small",
+    "dpo-medium",
+    "dpo-small",
+    "unlearn-medium",
+    "unlearn-small",
+];
+
+/// Every tiny fine-tuning variant and the evaluation, once per test binary.
+fn tiny_evaluated() -> &'static Catalog {
+    static RUN: OnceLock<()> = OnceLock::new();
+    let catalog = tiny_pretrained();
+    let (dir, _) = tiny();
+    RUN.get_or_init(|| {
+        let root = dir.path().to_str().expect("utf-8 path");
+        for v in VARIANTS {
+            ok(&study(&[
+                "--data-root",
+                root,
+                "finetune",
+                "--preset",
+                "tiny",
+                "--variant",
+                v,
+            ]));
+        }
+        ok(&study(&[
+            "--data-root",
+            root,
+            "evaluate",
+            "--preset",
+            "tiny",
+        ]));
+    });
+    catalog
+}
+
+#[test]
+fn tiny_finetune_losses_start_where_the_objectives_say() {
+    use study::artifacts::METRICS_FILE;
+    let catalog = tiny_evaluated();
+    let first_loss = |v: &str| {
+        let path = catalog.variant_dir(Stage::Finetune, v).join(METRICS_FILE);
+        let df =
+            study::artifacts::read_parquet(&path, &study::training::metrics_schema("finetune"))
+                .expect("metrics");
+        let rows = study::training::metrics_rows(&df).expect("rows");
+        assert_eq!(train_losses(&rows).len(), 8, "{v}: one loss per step");
+        train_losses(&rows)[0].1
+    };
+    // DPO's policy equals its reference at step 1: z = 0, the loss is exactly ln 2.
+    for v in ["dpo-medium", "dpo-small"] {
+        let l = first_loss(v);
+        assert!((l - 2f64.ln()).abs() < 1e-5, "{v}: first loss {l} ≠ ln 2");
+    }
+    // SSFT is a token-mean cross-entropy of an untrained-ish model: clearly positive; the
+    // unlearning loss is a difference of sequence scores divided by T, so far smaller.
+    assert!(first_loss("ssft-medium") > 0.5);
+    assert!(first_loss("unlearn-medium").abs() < first_loss("ssft-medium"));
+    for v in VARIANTS {
+        let m = Manifest::read(&catalog.variant_manifest(Stage::Finetune, v), "finetune")
+            .expect("manifest");
+        assert_eq!(m.variant.as_deref(), Some(v));
+        let inputs: Vec<&str> = m.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert!(inputs.contains(&"it_model") && inputs.contains(&"finetune_id_mg"));
+    }
+}
+
+#[test]
+fn tiny_behaviour_tables_match_their_snapshot() {
+    use study::evaluation::{ADVERSARIAL_FILE, BEHAVIOUR_FILE, SETS};
+    let catalog = tiny_evaluated();
+    let dir = catalog.stage_dir(Stage::Evaluate);
+    let rows = study::evaluation::read_behaviour(&dir.join(BEHAVIOUR_FILE)).expect("behaviour");
+    // 7 models × 6 sets × 4 metrics × 2 decodings.
+    assert_eq!(rows.len(), 7 * SETS.len() * 4 * 2);
+    assert!(
+        rows.iter()
+            .all(|r| (0.0..=1.0).contains(&r.value) && r.n > 0)
+    );
+    let adv = study::artifacts::read_parquet(
+        &dir.join(ADVERSARIAL_FILE),
+        &study::evaluation::adversarial_schema(),
+    )
+    .expect("adversarial");
+    // 6 fine-tuned models × 2 budgets × the attacked rows (16, minus apply_second rows).
+    assert_eq!(adv.height() % 12, 0);
+    assert!(adv.height() > 0);
+    let eps = adv.column("eps").expect("eps").f64().expect("f64").clone();
+    let max = adv
+        .column("delta_norm_max")
+        .expect("col")
+        .f64()
+        .expect("f64")
+        .clone();
+    for i in 0..adv.height() {
+        let (e, m) = (eps.get(i).expect("eps"), max.get(i).expect("max"));
+        assert!(
+            m <= e * (1.0 + 1e-4),
+            "row {i}: soft token norm {m} over budget {e}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
+            .expect("json");
+    let table: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} = {:.1} (n={})",
+                r.model, r.set, r.metric, r.decoding, r.value, r.n
+            )
+        })
+        .collect();
+    let snapshot = serde_json::json!({
+        "behaviour": table,
+        "adversarial_rows": adv.height(),
+        "bars": summary["bars"].as_array().map(|b| b.iter().map(|c| {
+            format!("{}: {}", c["name"].as_str().unwrap_or(""), if c["pass"].as_bool() == Some(true) { "pass" } else { "fail" })
+        }).collect::<Vec<_>>()),
+    });
+    assert_stage_snapshot!("evaluate", "tiny", snapshot);
+}
+
+#[test]
+fn finetune_is_deterministic_and_a_rerun_is_a_no_op() {
+    use study::artifacts::MODEL_FILE;
+    let catalog = tiny_evaluated();
+    let (dir, _) = tiny();
+    let root = dir.path().to_str().expect("utf-8");
+    let weights = catalog
+        .variant_dir(Stage::Finetune, "dpo-small")
+        .join(MODEL_FILE);
+    let before = study::artifacts::hash_file(&weights).expect("hash");
+    let args = [
+        "--data-root",
+        root,
+        "finetune",
+        "--preset",
+        "tiny",
+        "--variant",
+        "dpo-small",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_study"))
+        .current_dir(repo())
+        .args(["--threads", "2"])
+        .args(args)
+        .output()
+        .expect("runs");
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("up to date"));
+    // Forced: trained again from the same config, the same bytes.
+    ok(&study(&[&args[..], &["--force"]].concat()));
+    assert_eq!(study::artifacts::hash_file(&weights).expect("hash"), before);
+}
+
+#[test]
+fn finetune_and_evaluate_bad_input_gives_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    let ft = |v: &str, extra: &[&str]| {
+        study(
+            &[
+                &[
+                    "--data-root",
+                    root,
+                    "finetune",
+                    "--preset",
+                    "tiny",
+                    "--variant",
+                    v,
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    fails_with(
+        &ft("rlhf-medium", &[]),
+        &["unknown method `rlhf`", "ssft, dpo, unlearn"],
+    );
+    fails_with(
+        &ft("ssft-huge", &[]),
+        &["unknown learning-rate label `huge`"],
+    );
+    // no IT model yet
+    fails_with(&ft("ssft-medium", &[]), &["pretrain", "make pretrain"]);
+    ok(&study(&[
+        "--data-root",
+        root,
+        "pretrain",
+        "--preset",
+        "tiny",
+    ]));
+    // the bar: the tiny IT model is below it, and fine-tuning refuses unless waived
+    fails_with(
+        &ft("ssft-medium", &["--set", "require_bar=true"]),
+        &["below its accuracy bar", "require_bar"],
+    );
+    // an IT model whose vocabulary is not the corpus's
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let cfg_path = catalog.stage_file(Stage::Pretrain, study::artifacts::MODEL_CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).expect("config");
+    std::fs::write(
+        &cfg_path,
+        text.replace("\"vocab_size\": 59", "\"vocab_size\": 54"),
+    )
+    .expect("edit");
+    fails_with(
+        &ft("ssft-medium", &[]),
+        &["vocabulary of 54 tokens", "make pretrain"],
+    );
+    assert!(
+        !catalog.stage_dir(Stage::Finetune).exists(),
+        "nothing written"
+    );
+    std::fs::write(&cfg_path, text).expect("restore");
+    // evaluating a variant that was never fine-tuned
+    fails_with(
+        &study(&[
+            "--data-root",
+            root,
+            "evaluate",
+            "--preset",
+            "tiny",
+            "--variants",
+            "dpo-small",
+        ]),
+        &["dpo-small", "make finetune"],
+    );
+    assert!(
+        !catalog.stage_dir(Stage::Evaluate).exists(),
+        "nothing written"
+    );
+}

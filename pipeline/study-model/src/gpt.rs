@@ -353,8 +353,22 @@ impl Gpt {
     /// Logits (B, T, vocab) for token ids `idx` (B, T), T ≤ block_size. With `trace`, records
     /// each layer's MLP input, pre- and post-activation, output and the block output; without,
     /// records nothing.
-    pub fn forward(&self, idx: &Tensor, mut trace: Option<&mut Trace>) -> Result<Tensor> {
+    pub fn forward(&self, idx: &Tensor, trace: Option<&mut Trace>) -> Result<Tensor> {
+        self.forward_embeds(&self.embed(idx)?, trace)
+    }
+
+    /// Token embeddings (B, T, d) of ids `idx` (B, T), before positions are added.
+    pub fn embed(&self, idx: &Tensor) -> Result<Tensor> {
         let (bsz, t) = idx.dims2()?;
+        self.p("transformer.wte.weight")?
+            .index_select(&idx.flatten_all()?, 0)?
+            .reshape((bsz, t, self.cfg.n_embd))
+    }
+
+    /// Logits for token embeddings `tok` (B, T, d) given directly (the official `emb_in`
+    /// attack path: soft tokens are embeddings, and the positional table is still added).
+    pub fn forward_embeds(&self, tok: &Tensor, mut trace: Option<&mut Trace>) -> Result<Tensor> {
+        let (bsz, t, _) = tok.dims3()?;
         if t > self.cfg.block_size {
             candle_core::bail!(
                 "sequence of {t} tokens is longer than block_size {}",
@@ -362,10 +376,6 @@ impl Gpt {
             );
         }
         let (d, nh, hs) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim());
-        let wte = self.p("transformer.wte.weight")?;
-        let tok = wte
-            .index_select(&idx.flatten_all()?, 0)?
-            .reshape((bsz, t, d))?;
         let mut x = tok.broadcast_add(&self.pe.narrow(0, 0, t)?)?;
         let mask = self.causal.narrow(0, 0, t)?.narrow(1, 0, t)?;
         let scale = 1.0 / (hs as f64).sqrt();

@@ -3,8 +3,10 @@
 //!
 //! Kept apart from `study` so that notebooks never compile candle.
 
+pub mod attack;
 pub mod device;
 pub mod gpt;
+pub mod objectives;
 pub mod ops;
 pub mod optim;
 pub mod train;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{D, Device, Result as CResult, Tensor};
 use study::config::train::LrSchedule;
 use study::grammar::vocab::{PAD, Token};
-use study::training::{Example, Scores, greedy_exact};
+use study::training::{Example, Scores, greedy_decode, greedy_exact};
 
 use crate::gpt::{Gpt, cross_entropy};
 use crate::optim::{AdamW, clip_grad_norm, grad_norm};
@@ -191,6 +191,22 @@ pub fn greedy(model: &Gpt, rows: &[(&[Token], usize)], chunk: usize) -> CResult<
     let mut out = Vec::with_capacity(rows.len());
     for part in rows.chunks(chunk.max(1)) {
         out.extend(greedy_exact(part, |buf| {
+            argmax_rows(model, buf, buf.len())
+        })?);
+    }
+    Ok(out)
+}
+
+/// Greedy-decoded rows (full coordinates, see [`greedy_decode`]) for full rows
+/// `(row, text length)`, in chunks of `chunk`.
+pub fn greedy_rows(
+    model: &Gpt,
+    rows: &[(&[Token], usize)],
+    chunk: usize,
+) -> CResult<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for part in rows.chunks(chunk.max(1)) {
+        out.extend(greedy_decode(part, |buf| {
             argmax_rows(model, buf, buf.len())
         })?);
     }

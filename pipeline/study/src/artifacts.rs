@@ -151,6 +151,17 @@ impl Catalog {
         self.stage_dir(stage).join("manifest.yaml")
     }
 
+    /// The folder of one variant of a stage with variants (fine-tuning):
+    /// `<NN>_<stage>/<variant>/`.
+    pub fn variant_dir(&self, stage: Stage, variant: &str) -> PathBuf {
+        self.stage_dir(stage).join(variant)
+    }
+
+    /// A variant's manifest.
+    pub fn variant_manifest(&self, stage: Stage, variant: &str) -> PathBuf {
+        self.variant_dir(stage, variant).join("manifest.yaml")
+    }
+
     /// The corpus vocabulary.
     pub fn vocab(&self) -> PathBuf {
         self.stage_dir(Stage::Corpus).join(VOCAB_FILE)
@@ -367,7 +378,15 @@ pub struct StageDir {
 impl StageDir {
     /// Start writing `stage` of `catalog` (removing any stale temporary folder).
     pub fn begin(catalog: &Catalog, stage: Stage) -> Result<Self> {
-        let final_dir = catalog.stage_dir(stage);
+        Self::begin_at(catalog, catalog.stage_dir(stage))
+    }
+
+    /// Start writing variant `variant` of `stage` (its own folder inside the stage's).
+    pub fn begin_variant(catalog: &Catalog, stage: Stage, variant: &str) -> Result<Self> {
+        Self::begin_at(catalog, catalog.variant_dir(stage, variant))
+    }
+
+    fn begin_at(catalog: &Catalog, final_dir: PathBuf) -> Result<Self> {
         let tmp = final_dir.with_extension("tmp");
         let write = |source| ArtifactError::Write {
             path: tmp.clone(),

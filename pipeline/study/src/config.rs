@@ -11,10 +11,14 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 pub mod corpus;
+pub mod evaluate;
+pub mod finetune;
 pub mod pretrain;
 pub mod train;
 
 pub use corpus::CorpusConfig;
+pub use evaluate::EvaluateConfig;
+pub use finetune::FinetuneConfig;
 pub use pretrain::PretrainConfig;
 
 /// Errors from reading, overriding or validating a config.

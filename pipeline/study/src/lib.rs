@@ -9,7 +9,9 @@ pub mod analysis;
 pub mod artifacts;
 pub mod config;
 pub mod corpus;
+pub mod evaluation;
 pub mod figures;
+pub mod finetune;
 pub mod grammar;
 pub mod training;
 

@@ -166,6 +166,18 @@ impl Example {
             sample_type,
         }
     }
+
+    /// The example of a stored (x, y) pair in full coordinates (safety rows carry their own
+    /// targets), shifted into model coordinates.
+    pub fn from_pair(x: &[Token], y: &[Token], text_len: usize, sample_type: SampleType) -> Self {
+        let w = x.len();
+        Self {
+            x: x[..w - 1].iter().map(|&t| u32::from(t)).collect(),
+            y: y[1..].iter().map(|&t| u32::from(t)).collect(),
+            text_len,
+            sample_type,
+        }
+    }
 }
 
 /// The pre-training batch of step `step` (0-based) of a run of `steps` steps: rows uniform with
@@ -300,11 +312,11 @@ impl Scores {
 /// EOT), then `2L + 2` tokens (S1 letters, stop, S2 letters), each the argmax given the tokens
 /// generated so far. The model is a closure from a batch of full-length inputs (rows of `W − 1`
 /// ids) to per-position argmax ids; every call decodes one more position of every row.
-/// Returns, per row, whether S1 (with its stop) and S2 equal the row's true outputs.
-pub fn greedy_exact<E>(
+/// Returns the decoded rows (full coordinates `0..W−1`; PAD after the decoded span).
+pub fn greedy_decode<E>(
     rows: &[(&[Token], usize)],
     mut argmax: impl FnMut(&[Vec<u32>]) -> Result<Vec<Vec<u32>>, E>,
-) -> Result<Vec<(bool, bool)>, E> {
+) -> Result<Vec<Vec<u32>>, E> {
     let mut buf: Vec<Vec<u32>> = rows
         .iter()
         .map(|(row, l)| {
@@ -332,6 +344,16 @@ pub fn greedy_exact<E>(
             }
         }
     }
+    Ok(buf)
+}
+
+/// [`greedy_decode`], then per row whether S1 (with its stop) and S2 equal the row's true
+/// outputs.
+pub fn greedy_exact<E>(
+    rows: &[(&[Token], usize)],
+    argmax: impl FnMut(&[Vec<u32>]) -> Result<Vec<Vec<u32>>, E>,
+) -> Result<Vec<(bool, bool)>, E> {
+    let buf = greedy_decode(rows, argmax)?;
     Ok(rows
         .iter()
         .zip(&buf)
@@ -340,6 +362,41 @@ pub fn greedy_exact<E>(
             (same(Window::S1), same(Window::S2))
         })
         .collect())
+}
+
+/// Whether decoded row `out` (full coordinates) equals target `y` (full coordinates) at every
+/// output position (S1 with its stop, S2) where `y` is not pad; `None` when `y` targets no
+/// output position.
+pub fn outputs_match(out: &[u32], y: &[Token], text_len: usize) -> Option<bool> {
+    let mut any = false;
+    for w in [Window::S1, Window::S2] {
+        for p in w.full_range(text_len) {
+            if y[p] != PAD {
+                any = true;
+                if out[p] != u32::from(y[p]) {
+                    return Some(false);
+                }
+            }
+        }
+    }
+    any.then_some(true)
+}
+
+/// Teacher-forced counterpart of [`outputs_match`] for a model-coordinate example and its
+/// per-position argmax `pred`.
+pub fn outputs_match_teacher_forced(ex: &Example, pred: &[u32]) -> Option<bool> {
+    let mut any = false;
+    for w in [Window::S1, Window::S2] {
+        for t in w.model_range(ex.text_len) {
+            if ex.y[t] != u32::from(PAD) {
+                any = true;
+                if pred[t] != ex.y[t] {
+                    return Some(false);
+                }
+            }
+        }
+    }
+    any.then_some(true)
 }
 
 /// One row of a training run's metrics table (tidy: one metric per row).
@@ -549,5 +606,38 @@ mod tests {
         })
         .expect("decode");
         assert!(bad.iter().all(|&(a, b)| !a && !b));
+    }
+
+    #[test]
+    fn outputs_match_scores_only_non_pad_output_targets() {
+        let l = 4;
+        let s = Spans::new(l);
+        let x: Vec<Token> = (0..28).map(|i| LETTER0 + (i % 30) as Token).collect();
+        let out: Vec<u32> = x[..27].iter().map(|&t| u32::from(t)).collect();
+        // A refusal-style target: S1 given, S2 pad.
+        let mut y = vec![PAD; 28];
+        for p in s.b1().start..=s.b1().end {
+            y[p] = x[p];
+        }
+        assert_eq!(outputs_match(&out, &y, l), Some(true));
+        // S2 is pad in the target: whatever was decoded there does not count.
+        let mut wrong_s2 = out.clone();
+        wrong_s2[s.b2().start] = u32::from(EOT);
+        assert_eq!(outputs_match(&wrong_s2, &y, l), Some(true));
+        // One wrong S1 letter fails it; a target without outputs is not scored.
+        let mut wrong_s1 = out.clone();
+        wrong_s1[s.b1().start + 1] = u32::from(EOT);
+        assert_eq!(outputs_match(&wrong_s1, &y, l), Some(false));
+        assert_eq!(outputs_match(&out, &vec![PAD; 28], l), None);
+        // Teacher-forced: the same rule in model coordinates.
+        let ex = Example::from_pair(&x, &y, l, SampleType::Full);
+        let pred: Vec<u32> =
+            ex.y.iter()
+                .map(|&t| if t == u32::from(PAD) { 0 } else { t })
+                .collect();
+        assert_eq!(outputs_match_teacher_forced(&ex, &pred), Some(true));
+        let mut bad = pred.clone();
+        bad[s.b1().end - 1] = 0; // the stop after S1
+        assert_eq!(outputs_match_teacher_forced(&ex, &bad), Some(false));
     }
 }

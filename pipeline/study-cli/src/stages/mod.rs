@@ -1,6 +1,8 @@
 //! Stage wiring: config in, catalog, one library call, outputs and manifest.
 
 pub mod corpus;
+pub mod evaluate;
+pub mod finetune;
 pub mod pretrain;
 
 use std::collections::BTreeMap;

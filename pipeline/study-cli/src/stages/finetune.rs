@@ -1,0 +1,495 @@
+//! `study finetune --variant <method>-<lr>`: one safety fine-tuned (ST) model (paper §2.3;
+//! training_spec.md §4–6).
+//!
+//! Starts from the IT model of `02_pretrain/` with a fresh AdamW, trains `steps` steps of the
+//! variant's objective through the shared loop, scores held-out rows of both branches at the
+//! end, and writes `03_finetune/<variant>/` (weights, config, metrics, summary, manifest).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use study::Catalog;
+use study::artifacts::{
+    self, FileRecord, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage,
+    StageDir,
+};
+use study::config::FinetuneConfig;
+use study::config::finetune::{Method, VariantName};
+use study::config::train::LrSchedule;
+use study::corpus::{CorpusSet, Variant};
+use study::finetune::{BatchSpec, PairTable, finetune_batch};
+use study::grammar::vocab::Vocab;
+use study::training::{self, MetricRow, outputs_match_teacher_forced};
+use study_model::device::DeviceKind;
+use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::objectives::{Dpo, PairBatch, Ssft, Unlearn};
+use study_model::optim::AdamW;
+use study_model::train::{self as tr, Hooks, LoopSpec, Objective, StepReport, TrainError};
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use super::StageArgs;
+use crate::runtime::Runtime;
+
+/// Bump when the stage's outputs change for the same config and code.
+pub const STAGE_VERSION: u32 = 1;
+
+/// Rows per forward pass during evaluation.
+const EVAL_CHUNK: usize = 256;
+
+/// Arguments of `study finetune`.
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// The variant: `<method>-<lr label>`, method one of ssft, dpo, unlearn and the label a key
+    /// of `lrs` in finetune.yaml (e.g. `ssft-medium`, `dpo-small`).
+    #[arg(long)]
+    pub variant: String,
+}
+
+/// The variant's final summary (`summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// The variant.
+    pub variant: String,
+    /// Steps trained.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Refusal-batch probability used.
+    pub prob_unsafe: f64,
+    /// Teacher-forced exact match of the safe instruction's outputs (held-out, both branches).
+    pub instruct_em: f64,
+    /// Teacher-forced exact match of the refusal on unsafe instructions.
+    pub refusal_em: f64,
+    /// Teacher-forced exact match of the compliant output on unsafe instructions.
+    pub compliance_em: f64,
+    /// Training wall time (steps only), seconds.
+    pub train_seconds: f64,
+}
+
+/// The code that decides the stage's outputs.
+pub fn code_fingerprint() -> String {
+    artifacts::source_fingerprint(&[
+        &study_model::code_fingerprint(),
+        include_str!("finetune.rs"),
+        include_str!("../../../study-model/src/objectives.rs"),
+        include_str!("../../../study/src/finetune.rs"),
+        include_str!("../../../study/src/config/finetune.rs"),
+    ])
+}
+
+/// The IT model's files and what they say.
+pub struct ItModel {
+    /// Its shape.
+    pub cfg: GptConfig,
+    /// Input records (weights, config, summary).
+    pub records: Vec<FileRecord>,
+    /// Whether it met its accuracy bar.
+    pub meets_bar: bool,
+    /// The bar's value on std_safe.
+    pub std_safe_em: f64,
+}
+
+/// Check the IT model exists and agrees with the corpus vocabulary and window.
+pub fn check_it_model(catalog: &Catalog, vocab_len: usize, window: usize) -> Result<ItModel> {
+    let manifest = catalog.manifest(Stage::Pretrain);
+    Manifest::read(&manifest, "pretrain")?;
+    let model_path = catalog.stage_file(Stage::Pretrain, MODEL_FILE);
+    let cfg_path = catalog.stage_file(Stage::Pretrain, MODEL_CONFIG_FILE);
+    let summary_path = catalog.stage_file(Stage::Pretrain, SUMMARY_FILE);
+    let mut records = Vec::new();
+    for (name, path) in [
+        ("it_model", &model_path),
+        ("it_config", &cfg_path),
+        ("it_summary", &summary_path),
+    ] {
+        records.push(catalog.input_record(name, path, "pretrain")?);
+    }
+    let cfg: GptConfig = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is not a model config; run `make pretrain`",
+            cfg_path.display()
+        )
+    })?;
+    if cfg.vocab_size != vocab_len {
+        anyhow::bail!(
+            "the IT model {} has a vocabulary of {} tokens, the corpus {}; they come from different corpora: run `make pretrain` again",
+            cfg_path.display(),
+            cfg.vocab_size,
+            vocab_len
+        );
+    }
+    if cfg.block_size != window - 1 {
+        anyhow::bail!(
+            "the IT model {} reads {} tokens, the corpus rows need {}; run `make pretrain` again",
+            cfg_path.display(),
+            cfg.block_size,
+            window - 1
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("reading {}", summary_path.display()))?,
+    )
+    .with_context(|| format!("{} is corrupt; run `make pretrain`", summary_path.display()))?;
+    Ok(ItModel {
+        cfg,
+        records,
+        meets_bar: summary["meets_bar"].as_bool().unwrap_or(false),
+        std_safe_em: summary["std_safe_greedy_em_both"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// The corpus vocabulary's size and its input record.
+pub fn check_vocab(catalog: &Catalog) -> Result<(usize, FileRecord)> {
+    let path = catalog.vocab();
+    let record = catalog.input_record("vocab", &path, "corpus")?;
+    let vocab: Vocab = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not a vocabulary; run `make corpus`", path.display()))?;
+    if vocab != Vocab::study() {
+        anyhow::bail!(
+            "the vocabulary {} differs from this code's; run `make corpus` again",
+            path.display()
+        );
+    }
+    Ok((vocab.len(), record))
+}
+
+/// Run the stage.
+pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
+    let resolved = args.stage.resolve::<FinetuneConfig>("finetune", rt)?;
+    let cfg = &resolved.cfg;
+    let variant = VariantName::parse(&args.variant, cfg).map_err(anyhow::Error::msg)?;
+    let name = variant.name();
+    let catalog = Catalog::new(&rt.data_root, &args.stage.preset, cfg.seed);
+    Manifest::read(&catalog.manifest(Stage::Corpus), "corpus")?;
+    let (vocab_len, vocab_record) = check_vocab(&catalog)?;
+    let mut inputs = vec![vocab_record];
+    for set in [CorpusSet::FinetuneSafe, CorpusSet::FinetuneIdMg] {
+        inputs.push(catalog.input_record(set.name(), &catalog.corpus_set(set), "corpus")?);
+    }
+    let window = {
+        let t = PairTable::read(&catalog, CorpusSet::FinetuneSafe, Some("test"))?;
+        t.window
+    };
+    let it = check_it_model(&catalog, vocab_len, window)?;
+    inputs.extend(it.records.iter().cloned());
+    if cfg.require_bar && !it.meets_bar {
+        anyhow::bail!(
+            "the IT model in {} is below its accuracy bar (greedy exact match on std_safe {:.1}%): refusal would measure nothing. Train it until it passes (pipeline/configs/{}/pretrain.yaml), or set `require_bar: false` in finetune.yaml to fine-tune it anyway",
+            catalog.stage_dir(Stage::Pretrain).display(),
+            100.0 * it.std_safe_em,
+            args.stage.preset
+        );
+    }
+    let fingerprint = code_fingerprint();
+    let manifest_path = catalog.variant_manifest(Stage::Finetune, &name);
+    if !args.stage.force
+        && let Ok(old) = Manifest::read(&manifest_path, "finetune")
+        && old.is_up_to_date(
+            STAGE_VERSION,
+            &fingerprint,
+            &resolved.hash,
+            &inputs,
+            catalog.root(),
+        )
+    {
+        tracing::info!("finetune {name} is up to date: {}", manifest_path.display());
+        return super::touch(&manifest_path);
+    }
+    let started = SystemTime::now();
+    let read = |set, split| PairTable::read(&catalog, set, Some(split));
+    let train = [
+        read(CorpusSet::FinetuneSafe, "train")?,
+        read(CorpusSet::FinetuneIdMg, "train")?,
+    ];
+    let test = [
+        read(CorpusSet::FinetuneSafe, "test")?,
+        read(CorpusSet::FinetuneIdMg, "test")?,
+    ];
+    if train.iter().chain(&test).any(PairTable::is_empty) {
+        anyhow::bail!(
+            "the corpus has an empty fine-tuning train or test split; check `sizes` in corpus.yaml"
+        );
+    }
+    let device = rt
+        .device
+        .parse::<DeviceKind>()
+        .and_then(DeviceKind::open)
+        .context("opening the device")?;
+    let model_path = catalog.stage_file(Stage::Pretrain, MODEL_FILE);
+    let load = || -> Result<Gpt> {
+        let params = Params::load(&it.cfg, &model_path, &device).with_context(|| {
+            format!(
+                "cannot load the IT model {}; run `make pretrain`",
+                model_path.display()
+            )
+        })?;
+        Ok(Gpt::new(it.cfg, params)?)
+    };
+    let model = load()?;
+    let mut opt = AdamW::new(model.params(), cfg.adamw)?;
+    let lr = cfg.lrs[&variant.lr_label];
+    let spec = LoopSpec {
+        schedule: LrSchedule {
+            lr_max: lr,
+            lr_min: lr * cfg.lr_min_ratio,
+            warmup: cfg.warmup,
+            decay_end: cfg.decay_end,
+        },
+        grad_clip: cfg.grad_clip,
+        start: 0,
+        steps: cfg.steps,
+    };
+    let prob_unsafe = cfg.prob_unsafe(variant.method);
+    let batches = BatchSpec {
+        safe_branch: &train[0],
+        unsafe_branch: &train[1],
+        prob_unsafe,
+        unsafe_branch_prob: cfg.unsafe_branch_prob,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        variant: &name,
+    };
+    let _span = tracing::info_span!("finetune", variant = %name).entered();
+    tracing::info!(
+        lr,
+        prob_unsafe,
+        steps = cfg.steps,
+        "safety fine-tuning the IT model: {name}"
+    );
+    let bar = tracing::info_span!("steps");
+    bar.pb_set_style(
+        &indicatif::ProgressStyle::with_template(
+            "{span_child_prefix}{spinner} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.pb_set_length(cfg.steps as u64);
+    bar.pb_start();
+    let mut hooks = Finetune {
+        batches,
+        device: device.clone(),
+        rows: Vec::new(),
+        bar: bar.clone(),
+        train_seconds: 0.0,
+        unsafe_batch: false,
+    };
+    let method_cfg = cfg.methods.get(variant.method);
+    let w_rejected = method_cfg
+        .w_rejected
+        .get(&variant.lr_label)
+        .copied()
+        .unwrap_or(0.0);
+    let result = match variant.method {
+        Method::Ssft => train_with(&model, &mut opt, &Ssft, spec, &mut hooks),
+        Method::Dpo => {
+            let objective = Dpo {
+                reference: load()?,
+                w_chosen: method_cfg.w_chosen,
+                w_rejected,
+            };
+            train_with(&model, &mut opt, &objective, spec, &mut hooks)
+        }
+        Method::Unlearn => {
+            let objective = Unlearn {
+                w_chosen: method_cfg.w_chosen,
+                w_rejected,
+            };
+            train_with(&model, &mut opt, &objective, spec, &mut hooks)
+        }
+    };
+    result.with_context(|| format!("fine-tuning {name}"))?;
+    drop(bar);
+    let (em, rows) = evaluate(&model, &test, cfg.eval_rows, cfg.steps)?;
+    hooks.rows.extend(rows);
+    let summary = Summary {
+        variant: name.clone(),
+        steps: cfg.steps,
+        lr,
+        prob_unsafe,
+        instruct_em: em[0],
+        refusal_em: em[1],
+        compliance_em: em[2],
+        train_seconds: hooks.train_seconds,
+    };
+    let out = StageDir::begin_variant(&catalog, Stage::Finetune, &name)
+        .with_context(|| format!("starting the folder of {name}"))?;
+    model
+        .params()
+        .save(&out.path().join(MODEL_FILE))
+        .context("writing the weights")?;
+    artifacts::write_json(model.config(), &out.path().join(MODEL_CONFIG_FILE))?;
+    artifacts::write_json(&summary, &out.path().join(SUMMARY_FILE))?;
+    let schema = training::metrics_schema("finetune");
+    let mut df = training::metrics_frame(&hooks.rows)?;
+    artifacts::write_parquet(&mut df, &out.path().join(METRICS_FILE), &schema, &[])?;
+    let mut files = Vec::new();
+    for (what, file) in [
+        ("model", MODEL_FILE),
+        ("model_config", MODEL_CONFIG_FILE),
+        ("summary", SUMMARY_FILE),
+    ] {
+        files.push(out.record(what, file, None, Vec::new())?);
+    }
+    files.push(
+        out.record(
+            "metrics",
+            METRICS_FILE,
+            Some(hooks.rows.len()),
+            schema
+                .columns
+                .iter()
+                .map(|(c, _)| (*c).to_owned())
+                .collect(),
+        )?,
+    );
+    let timings = BTreeMap::from([("train_seconds".to_owned(), hooks.train_seconds)]);
+    let mut manifest = super::manifest(
+        Stage::Finetune,
+        STAGE_VERSION,
+        &args.stage.preset,
+        &resolved,
+        cfg.seed,
+        inputs,
+        files,
+        rt,
+        started,
+        timings,
+    )?;
+    manifest.variant = Some(name.clone());
+    manifest.code.fingerprint = fingerprint;
+    let dir = out
+        .commit(&manifest)
+        .with_context(|| format!("finishing the folder of {name}"))?;
+    tracing::info!(
+        "{name} in {} ({:.0} s): held-out instruction following {:.1}%, refusal {:.1}%, compliance {:.1}%",
+        dir.display(),
+        hooks.train_seconds,
+        100.0 * summary.instruct_em,
+        100.0 * summary.refusal_em,
+        100.0 * summary.compliance_em
+    );
+    Ok(())
+}
+
+fn train_with<O: Objective<Batch = PairBatch>>(
+    model: &Gpt,
+    opt: &mut AdamW,
+    objective: &O,
+    spec: LoopSpec,
+    hooks: &mut Finetune<'_>,
+) -> Result<(), TrainError> {
+    tr::run(model, opt, objective, spec, hooks)
+}
+
+fn row(step: usize, split: &str, ty: &str, metric: &str, value: f64, n: usize) -> MetricRow {
+    MetricRow {
+        step: step as u32,
+        split: split.to_owned(),
+        sample_type: ty.to_owned(),
+        metric: metric.to_owned(),
+        value,
+        n: n as u32,
+    }
+}
+
+/// Held-out teacher-forced exact match of the instruction-following (safe variant), refusal
+/// (unsafe) and compliance (unsafe_target) outputs over both branches' test rows; returns the
+/// pooled values and the metric rows (per branch and pooled).
+fn evaluate(
+    model: &Gpt,
+    test: &[PairTable; 2],
+    rows: usize,
+    step: usize,
+) -> Result<([f64; 3], Vec<MetricRow>)> {
+    let mut out = Vec::new();
+    let mut pooled = [[0usize; 2]; 3];
+    for table in test {
+        let branch = match table.set {
+            CorpusSet::FinetuneSafe => "safe_branch",
+            _ => "unsafe_branch",
+        };
+        let n = rows.min(table.len());
+        for (k, (variant, metric)) in [
+            (Variant::Safe, "em_instruct"),
+            (Variant::Unsafe, "em_refusal"),
+            (Variant::UnsafeTarget, "em_compliance"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let examples: Vec<_> = (0..n).map(|i| table.example(variant, i)).collect();
+            let x: Vec<Vec<u32>> = examples.iter().map(|e| e.x.clone()).collect();
+            let pred = tr::argmax_rows(model, &x, EVAL_CHUNK)?;
+            let (mut hit, mut count) = (0, 0);
+            for (e, p) in examples.iter().zip(&pred) {
+                if let Some(ok) = outputs_match_teacher_forced(e, p) {
+                    count += 1;
+                    hit += usize::from(ok);
+                }
+            }
+            pooled[k][0] += hit;
+            pooled[k][1] += count;
+            out.push(row(
+                step,
+                "test",
+                branch,
+                metric,
+                hit as f64 / count.max(1) as f64,
+                count,
+            ));
+        }
+    }
+    let em = pooled.map(|[h, c]| h as f64 / c.max(1) as f64);
+    for (k, metric) in ["em_instruct", "em_refusal", "em_compliance"]
+        .into_iter()
+        .enumerate()
+    {
+        out.push(row(step, "test", "all", metric, em[k], pooled[k][1]));
+    }
+    Ok((em, out))
+}
+
+/// The stage's hooks: batches, metrics, progress.
+struct Finetune<'a> {
+    batches: BatchSpec<'a>,
+    device: candle_core::Device,
+    rows: Vec<MetricRow>,
+    bar: tracing::Span,
+    train_seconds: f64,
+    /// Kind of the batch of the step in flight.
+    unsafe_batch: bool,
+}
+
+impl Hooks<PairBatch> for Finetune<'_> {
+    fn batch(&mut self, step: usize) -> Result<PairBatch, TrainError> {
+        let pairs = finetune_batch(&self.batches, step);
+        self.unsafe_batch = pairs.unsafe_batch;
+        Ok(PairBatch::new(&pairs, &self.device)?)
+    }
+
+    fn after_step(&mut self, _model: &Gpt, _opt: &AdamW, r: &StepReport) -> Result<(), TrainError> {
+        self.train_seconds += r.seconds;
+        let kind = f64::from(u8::from(self.unsafe_batch));
+        for (m, v) in [
+            ("loss", r.loss),
+            ("lr", r.lr),
+            ("grad_norm", r.grad_norm),
+            ("unsafe_batch", kind),
+        ] {
+            self.rows.push(row(r.step, "train", "all", m, v, 1));
+        }
+        self.bar.pb_inc(1);
+        self.bar.pb_set_message(&format!("loss {:.4}", r.loss));
+        Ok(())
+    }
+}

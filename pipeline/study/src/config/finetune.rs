@@ -1,0 +1,290 @@
+//! Config of the `finetune` stage (`pipeline/configs/<preset>/finetune.yaml`): the three safety
+//! fine-tuning methods at two learning rates (reference/training_spec.md §4–6).
+//!
+//! A *variant* is `<method>-<lr label>` (`ssft-medium`, `dpo-small`, …): the method picks the
+//! objective and its data mix, the label picks a learning rate from `lrs` (paper: medium η_M =
+//! 1e-4, small η_S = 1e-5) and, for DPO and unlearning, the rejected-term weight.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::train::AdamWConfig;
+use super::{FieldError, StageConfig};
+
+/// A safety fine-tuning method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Supervised safety fine-tuning: cross-entropy toward the preferred output.
+    Ssft,
+    /// Direct preference optimisation against the frozen IT model.
+    Dpo,
+    /// Unlearning: descent on the preferred, ascent on the dispreferred output.
+    Unlearn,
+}
+
+impl Method {
+    /// All methods.
+    pub const ALL: [Method; 3] = [Method::Ssft, Method::Dpo, Method::Unlearn];
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Ssft => "ssft",
+            Method::Dpo => "dpo",
+            Method::Unlearn => "unlearn",
+        }
+    }
+}
+
+/// A parsed variant name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VariantName {
+    /// The method.
+    pub method: Method,
+    /// The learning-rate label (a key of `lrs`).
+    pub lr_label: String,
+}
+
+impl VariantName {
+    /// Parse `<method>-<lr label>`, checking the label against `cfg.lrs`.
+    pub fn parse(name: &str, cfg: &FinetuneConfig) -> Result<Self, String> {
+        let labels = cfg.lrs.keys().cloned().collect::<Vec<_>>().join(", ");
+        let methods = Method::ALL.map(Method::as_str).join(", ");
+        let (m, label) = name.split_once('-').ok_or_else(|| {
+            format!("variant `{name}` is not `<method>-<lr label>` (methods: {methods}; labels: {labels})")
+        })?;
+        let method = Method::ALL
+            .into_iter()
+            .find(|x| x.as_str() == m)
+            .ok_or_else(|| {
+                format!("unknown method `{m}` in variant `{name}`; methods: {methods}")
+            })?;
+        if !cfg.lrs.contains_key(label) {
+            return Err(format!(
+                "unknown learning-rate label `{label}` in variant `{name}`; finetune.yaml `lrs` has: {labels}"
+            ));
+        }
+        Ok(Self {
+            method,
+            lr_label: label.to_owned(),
+        })
+    }
+
+    /// `<method>-<lr label>`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.method.as_str(), self.lr_label)
+    }
+}
+
+/// Per-method settings: the batch mix and the loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    /// Probability that a batch is a refusal (unsafe) batch; one coin per step, as the official
+    /// trainers toss it (SSFT 0.2, DPO and unlearning 0.5).
+    pub prob_unsafe: f64,
+    /// Weight of the chosen term (DPO w_s = 0.1; unlearning 1.0; unused by SSFT).
+    #[serde(default = "one")]
+    pub w_chosen: f64,
+    /// Weight of the rejected term per learning-rate label (DPO w_u: 0.01 at η_M, 0.002 at η_S;
+    /// unlearning: 0.1 / 0.05). Unused by SSFT.
+    #[serde(default)]
+    pub w_rejected: BTreeMap<String, f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The three methods' settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Methods {
+    /// SSFT.
+    pub ssft: MethodConfig,
+    /// DPO.
+    pub dpo: MethodConfig,
+    /// Unlearning.
+    pub unlearn: MethodConfig,
+}
+
+impl Methods {
+    /// The settings of `m`.
+    pub fn get(&self, m: Method) -> &MethodConfig {
+        match m {
+            Method::Ssft => &self.ssft,
+            Method::Dpo => &self.dpo,
+            Method::Unlearn => &self.unlearn,
+        }
+    }
+}
+
+/// Safety fine-tuning of the IT model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// Seed of batch sampling (batch k draws from its own stream keyed by (seed, variant, k)).
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimiser steps per variant (paper: 10,000).
+    pub steps: usize,
+    /// Sequences per step (paper: 512).
+    pub batch_size: usize,
+    /// Peak learning rate per label (paper: medium 1e-4, small 1e-5).
+    pub lrs: BTreeMap<String, f64>,
+    /// Floor of the cosine decay as a fraction of the peak (paper: 1e-6 / 1e-4 = 0.01).
+    pub lr_min_ratio: f64,
+    /// Warm-up steps (paper: 2,000).
+    pub warmup: usize,
+    /// Step at which the cosine reaches the floor (paper: 8,000).
+    pub decay_end: usize,
+    /// AdamW (paper: β = (0.9, 0.95), weight decay 1e-4); a fresh optimiser, as officially.
+    #[serde(default)]
+    pub adamw: AdamWConfig,
+    /// Global gradient-norm clip (paper README: 1.0; the analysed SSFT runs used 0.5).
+    pub grad_clip: Option<f64>,
+    /// Probability that a row's text comes from the unsafe-dominant branch (`finetune_id_mg`)
+    /// rather than the safe branch (`finetune_safe`); per row (official 0.5).
+    pub unsafe_branch_prob: f64,
+    /// The methods' mixes and weights (official defaults in the paper preset).
+    pub methods: Methods,
+    /// `null` keeps each method's official mix; a probability gives every method that same
+    /// refusal-batch probability, so the three see matched data.
+    #[serde(default)]
+    pub data_matched: Option<f64>,
+    /// Refuse to fine-tune an IT model below its accuracy bar (`02_pretrain/summary.json`):
+    /// refusal means nothing when the task was never learned. Only the tiny preset turns it off.
+    #[serde(default = "yes")]
+    pub require_bar: bool,
+    /// Held-out rows (fine-tuning test split) scored at the end of training.
+    pub eval_rows: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl FinetuneConfig {
+    /// The refusal-batch probability of `m` (the data-matched value when set).
+    pub fn prob_unsafe(&self, m: Method) -> f64 {
+        self.data_matched.unwrap_or(self.methods.get(m).prob_unsafe)
+    }
+}
+
+impl StageConfig for FinetuneConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.steps == 0 {
+            return Err(FieldError::new("steps", "must be ≥ 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(FieldError::new("batch_size", "must be ≥ 1"));
+        }
+        if self.lrs.is_empty() {
+            return Err(FieldError::new("lrs", "needs at least one `label: lr`"));
+        }
+        for (label, lr) in &self.lrs {
+            if !(lr.is_finite() && *lr > 0.0) {
+                return Err(FieldError::new(format!("lrs.{label}"), "must be > 0"));
+            }
+            if label.is_empty() || label.contains(['-', '/', ' ']) {
+                return Err(FieldError::new(
+                    format!("lrs.{label}"),
+                    "labels name folders: no `-`, `/` or spaces",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.lr_min_ratio) {
+            return Err(FieldError::new("lr_min_ratio", "must be in [0, 1]"));
+        }
+        if self.warmup > self.decay_end {
+            return Err(FieldError::new("warmup", "must be ≤ decay_end"));
+        }
+        self.adamw.validate("adamw")?;
+        if let Some(c) = self.grad_clip
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(FieldError::new("grad_clip", "must be > 0, or null"));
+        }
+        let prob = |field: String, p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(FieldError::new(field, format!("{p} is not a probability")))
+            }
+        };
+        prob("unsafe_branch_prob".into(), self.unsafe_branch_prob)?;
+        if let Some(p) = self.data_matched {
+            prob("data_matched".into(), p)?;
+        }
+        for m in Method::ALL {
+            let c = self.methods.get(m);
+            prob(format!("methods.{}.prob_unsafe", m.as_str()), c.prob_unsafe)?;
+            if m != Method::Ssft {
+                for label in self.lrs.keys() {
+                    if !c.w_rejected.contains_key(label) {
+                        return Err(FieldError::new(
+                            format!("methods.{}.w_rejected", m.as_str()),
+                            format!("has no weight for lr label `{label}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.eval_rows == 0 {
+            return Err(FieldError::new("eval_rows", "must be ≥ 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_yaml;
+    use std::path::Path;
+
+    const YAML: &str = "
+steps: 10
+batch_size: 8
+lrs: {medium: 1.0e-4, small: 1.0e-5}
+lr_min_ratio: 0.01
+warmup: 2
+decay_end: 8
+grad_clip: 1.0
+unsafe_branch_prob: 0.5
+methods:
+  ssft: {prob_unsafe: 0.2}
+  dpo: {prob_unsafe: 0.5, w_chosen: 0.1, w_rejected: {medium: 0.01, small: 0.002}}
+  unlearn: {prob_unsafe: 0.5, w_chosen: 1.0, w_rejected: {medium: 0.1, small: 0.05}}
+eval_rows: 16
+";
+
+    #[test]
+    fn variants_parse_and_name_what_is_wrong() {
+        let cfg: FinetuneConfig = from_yaml(YAML, Path::new("finetune.yaml"), &[]).expect("ok");
+        let v = VariantName::parse("dpo-small", &cfg).expect("valid");
+        assert_eq!((v.method, v.lr_label.as_str()), (Method::Dpo, "small"));
+        assert_eq!(v.name(), "dpo-small");
+        let e = VariantName::parse("rlhf-small", &cfg).expect_err("unknown method");
+        assert!(
+            e.contains("unknown method `rlhf`") && e.contains("ssft, dpo, unlearn"),
+            "{e}"
+        );
+        let e = VariantName::parse("ssft-huge", &cfg).expect_err("unknown label");
+        assert!(e.contains("`huge`") && e.contains("medium"), "{e}");
+        assert!(VariantName::parse("ssft", &cfg).is_err());
+        assert_eq!(cfg.prob_unsafe(Method::Ssft), 0.2);
+        let m: FinetuneConfig =
+            from_yaml(YAML, Path::new("f.yaml"), &["data_matched=0.5".into()]).expect("ok");
+        assert_eq!(m.prob_unsafe(Method::Ssft), 0.5);
+        let e = from_yaml::<FinetuneConfig>(
+            YAML,
+            Path::new("f.yaml"),
+            &["lrs={medium: 1.0e-4, tiny: 1.0e-6}".into()],
+        )
+        .expect_err("no weight for tiny");
+        assert!(e.to_string().contains("methods.dpo.w_rejected"), "{e}");
+    }
+}
