@@ -826,3 +826,24 @@ fn finetune_and_evaluate_bad_input_gives_clear_errors() {
         "nothing written"
     );
 }
+
+#[test]
+fn table1_figure_renders_from_the_tiny_run() {
+    let catalog = tiny_evaluated();
+    let ev = study::evaluation::read_evaluation(catalog).expect("evaluation");
+    let t = study::evaluation::table1(&ev.behaviour, &ev.attack);
+    assert_eq!(t.models.len(), 7);
+    assert_eq!(t.models[0], "it");
+    assert_eq!(t.attack.len(), 6, "one attack curve per fine-tuned model");
+    assert!(
+        t.attack.iter().all(|c| c.points.len() == 2),
+        "two budgets in tiny"
+    );
+    let fig = study::figures::table1(&t).expect("figure");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (svg, png) = fig.save(dir.path()).expect("save");
+    let text = std::fs::read_to_string(svg).expect("svg");
+    assert!(text.contains("jb_misgen_text") && text.contains("ssft-medium"));
+    assert!(text.contains("budget factor"));
+    assert!(std::fs::metadata(png).expect("png").len() > 10_000);
+}

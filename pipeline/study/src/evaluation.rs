@@ -141,6 +141,39 @@ pub fn read_behaviour(
     })
 }
 
+/// Everything the behaviour notebook reads from `04_evaluate/`.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// `behaviour.parquet`.
+    pub behaviour: Vec<BehaviourRow>,
+    /// Attack success per (model, budget factor bits): (rate, rows).
+    pub attack: BTreeMap<(String, u64), (f64, usize)>,
+    /// The budget factor the bar is read at (from the stage's config).
+    pub default_factor: f64,
+}
+
+/// Read the evaluate stage's tables (hint: `make evaluate`).
+pub fn read_evaluation(catalog: &crate::Catalog) -> Result<Evaluated, artifacts::ArtifactError> {
+    use crate::Stage;
+    let manifest = artifacts::Manifest::read(&catalog.manifest(Stage::Evaluate), "evaluate")?;
+    let behaviour = read_behaviour(&catalog.stage_file(Stage::Evaluate, BEHAVIOUR_FILE))?;
+    let path = catalog.stage_file(Stage::Evaluate, ADVERSARIAL_FILE);
+    let adv = artifacts::read_parquet(&path, &adversarial_schema())?;
+    let attack = attack_success(&adv).map_err(|e| artifacts::ArtifactError::Schema {
+        path: path.clone(),
+        message: e.to_string(),
+        target: "evaluate".into(),
+    })?;
+    let default_factor = manifest.config["attack"]["default_factor"]
+        .as_f64()
+        .unwrap_or(1.0);
+    Ok(Evaluated {
+        behaviour,
+        attack,
+        default_factor,
+    })
+}
+
 /// The schema of `adversarial.parquet` (one row per attacked sample, model and budget).
 pub fn adversarial_schema() -> TableSchema {
     TableSchema {
@@ -333,7 +366,7 @@ pub fn orderings(rows: &[BehaviourRow]) -> Vec<Check> {
         .map(|m| (m, mean_jb(m)))
         .collect();
     let ssft = by_method[0].1;
-    let most = ssft.is_some_and(|s| by_method[1..].iter().all(|(_, v)| v.is_none_or(|v| s >= v)));
+    let most = ssft.is_some_and(|s| by_method[1..].iter().all(|(_, v)| v.is_none_or(|v| s > v)));
     let per_set: Vec<(&str, f64)> = JAILBREAKS
         .iter()
         .filter_map(|&s| {
@@ -374,6 +407,92 @@ pub fn orderings(rows: &[BehaviourRow]) -> Vec<Check> {
                 .join(" > "),
         },
     ]
+}
+
+/// Table 1 as plain data (greedy decoding): one row per model, one column per (set, metric).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table1 {
+    /// Model names (IT first).
+    pub models: Vec<String>,
+    /// Column headers, e.g. `std_safe instruct`.
+    pub columns: Vec<String>,
+    /// `values[model][column]`, fractions; `None` where not measured.
+    pub values: Vec<Vec<Option<f64>>>,
+    /// Soft-token attack success vs budget factor, one curve per fine-tuned model.
+    pub attack: Vec<crate::analysis::training::Curve>,
+}
+
+/// The columns of Table 1: instruction following on safe inputs, refusal on unsafe ones, and
+/// attack success (the unsafe instruction followed) on std_unsafe and every jailbreak set.
+pub const TABLE1_COLUMNS: [(&str, &str); 7] = [
+    ("std_safe", "instruct"),
+    ("std_unsafe", "refusal"),
+    ("std_unsafe", "attack_success"),
+    ("jb_co_task", "attack_success"),
+    ("jb_co_text", "attack_success"),
+    ("jb_misgen_tokens", "attack_success"),
+    ("jb_misgen_text", "attack_success"),
+];
+
+/// Build [`Table1`] from behaviour rows and the attack's success per (model, factor).
+pub fn table1(rows: &[BehaviourRow], attack: &BTreeMap<(String, u64), (f64, usize)>) -> Table1 {
+    let mut models: Vec<String> = Vec::new();
+    for r in rows {
+        if !models.contains(&r.model) {
+            models.push(r.model.clone());
+        }
+    }
+    let values = models
+        .iter()
+        .map(|m| {
+            TABLE1_COLUMNS
+                .iter()
+                .map(|(set, metric)| value(rows, m, set, metric))
+                .collect()
+        })
+        .collect();
+    let mut curves: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for ((m, f), (rate, _)) in attack {
+        curves
+            .entry(m.as_str())
+            .or_default()
+            .push((f64::from_bits(*f), *rate));
+    }
+    let attack = models
+        .iter()
+        .filter_map(|m| {
+            curves.get(m.as_str()).map(|pts| {
+                let mut points = pts.clone();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                crate::analysis::training::Curve {
+                    label: m.clone(),
+                    points,
+                }
+            })
+        })
+        .collect();
+    Table1 {
+        models,
+        columns: TABLE1_COLUMNS
+            .iter()
+            .map(|(s, m)| format!("{s} {m}"))
+            .collect(),
+        values,
+        attack,
+    }
+}
+
+impl Table1 {
+    /// The table as Markdown (percentages), for notebooks and reports.
+    pub fn markdown(&self) -> String {
+        let mut out = format!("| model | {} |\n", self.columns.join(" | "));
+        out.push_str(&format!("|---|{}\n", "---:|".repeat(self.columns.len())));
+        for (m, row) in self.models.iter().zip(&self.values) {
+            let cells: Vec<String> = row.iter().map(|v| pct(*v)).collect();
+            out.push_str(&format!("| {m} | {} |\n", cells.join(" | ")));
+        }
+        out
+    }
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -429,6 +548,12 @@ mod tests {
                 .expect("check")
                 .pass
         );
+        let t = table1(&rows, &attack);
+        assert_eq!(t.models, ["it", "ssft-m", "dpo-m"]);
+        assert_eq!(t.values[1][1], Some(0.97), "ssft-m refusal on std_unsafe");
+        assert_eq!(t.values[2][4], Some(0.25), "dpo-m on jb_co_text");
+        assert_eq!(t.attack.len(), 1);
+        assert!(t.markdown().contains("| ssft-m | 90.0% | 97.0% |"));
         let o = orderings(&rows);
         assert!(o[0].pass, "{}", o[0].detail);
         assert!(o[1].pass, "{}", o[1].detail);
