@@ -27,20 +27,14 @@ fn main() -> anyhow::Result<()> {
     let model = Gpt::new(cfg, Params::load(&cfg, &dir.join(MODEL_FILE), &dev)?)?;
     let test = read_tokens(&catalog, CorpusSet::PretrainTest, "tokens", None)?;
     let safe = PairTable::read(&catalog, CorpusSet::EvalStdSafe, None)?;
-    let mut sets: Vec<(&str, Vec<(&[Token], usize)>)> = Vec::new();
-    sets.push((
-        "test",
-        (0..test.len().min(1000))
-            .map(|i| (test.row(i), usize::from(test.text_len[i])))
-            .collect(),
-    ));
-    sets.push((
-        "std_safe",
-        (0..safe.len())
-            .map(|i| (safe.row(Variant::Safe, i).0, usize::from(safe.text_len[i])))
-            .collect(),
-    ));
-    for (name, rows) in sets {
+    type Rows<'a> = Vec<(&'a [Token], usize)>;
+    let test_rows: Rows<'_> = (0..test.len().min(1000))
+        .map(|i| (test.row(i), usize::from(test.text_len[i])))
+        .collect();
+    let safe_rows: Rows<'_> = (0..safe.len())
+        .map(|i| (safe.row(Variant::Safe, i).0, usize::from(safe.text_len[i])))
+        .collect();
+    for (name, rows) in [("test", test_rows), ("std_safe", safe_rows)] {
         let res = study_model::train::greedy(&model, &rows, 512)?;
         let mut by: BTreeMap<Token, [usize; 3]> = BTreeMap::new();
         for ((row, _), (s1, s2)) in rows.iter().zip(&res) {

@@ -616,9 +616,8 @@ mod tests {
         let out: Vec<u32> = x[..27].iter().map(|&t| u32::from(t)).collect();
         // A refusal-style target: S1 given, S2 pad.
         let mut y = vec![PAD; 28];
-        for p in s.b1().start..=s.b1().end {
-            y[p] = x[p];
-        }
+        let s1 = s.b1().start..s.b1().end + 1;
+        y[s1.clone()].copy_from_slice(&x[s1]);
         assert_eq!(outputs_match(&out, &y, l), Some(true));
         // S2 is pad in the target: whatever was decoded there does not count.
         let mut wrong_s2 = out.clone();
@@ -628,7 +627,7 @@ mod tests {
         let mut wrong_s1 = out.clone();
         wrong_s1[s.b1().start + 1] = u32::from(EOT);
         assert_eq!(outputs_match(&wrong_s1, &y, l), Some(false));
-        assert_eq!(outputs_match(&out, &vec![PAD; 28], l), None);
+        assert_eq!(outputs_match(&out, &[PAD; 28], l), None);
         // Teacher-forced: the same rule in model coordinates.
         let ex = Example::from_pair(&x, &y, l, SampleType::Full);
         let pred: Vec<u32> =
