@@ -77,6 +77,15 @@ impl Runtime {
     pub fn thread_count(&self) -> usize {
         rayon::current_num_threads()
     }
+
+    /// Open the `--device` the stage computes on.
+    pub fn open_device(&self) -> anyhow::Result<candle_core::Device> {
+        use anyhow::Context;
+        self.device
+            .parse::<study_model::device::DeviceKind>()
+            .and_then(study_model::device::DeviceKind::open)
+            .context("opening the device")
+    }
 }
 
 /// Progress of the corpus stage as a bar per set (a tracing span with an indicatif bar).

@@ -13,7 +13,6 @@
 //! targets (`y_unsafe` for chosen, `y_unsafe_target` for rejected), so a safe batch scores the
 //! segment that the refusal occupies (training_spec §5 table). Pad targets never count.
 
-use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -61,14 +60,8 @@ impl PairTable {
             message,
             target: "corpus".into(),
         };
-        let mut df = read_set(catalog, set)?;
-        if let Some(split) = split {
-            let mask = df
-                .column("split")
-                .and_then(|c| c.str().map(|s| s.equal(split)))
-                .map_err(|e| err(e.to_string()))?;
-            df = df.filter(&mask).map_err(|e| err(e.to_string()))?;
-        }
+        let df = crate::training::filter_split(read_set(catalog, set)?, split)
+            .map_err(|e| err(e.to_string()))?;
         let bools = |name: &str| -> Result<Vec<bool>, ArtifactError> {
             df.column(name)
                 .and_then(|c| Ok(c.bool()?.iter().map(|b| b.unwrap_or(false)).collect()))

@@ -69,6 +69,17 @@ fn table_error(catalog: &Catalog, set: CorpusSet, message: String) -> ArtifactEr
     }
 }
 
+/// The rows of `df` whose `split` column equals `split` (all rows when `None`).
+pub fn filter_split(df: DataFrame, split: Option<&str>) -> PolarsResult<DataFrame> {
+    match split {
+        Some(split) => {
+            let mask = df.column("split")?.str()?.equal(split);
+            df.filter(&mask)
+        }
+        None => Ok(df),
+    }
+}
+
 /// Read token column `column` of `set` (rows of `split` only, for sets with a split column),
 /// checking that every row has the same window.
 pub fn read_tokens(
@@ -77,15 +88,8 @@ pub fn read_tokens(
     column: &str,
     split: Option<&str>,
 ) -> Result<TokenTable, ArtifactError> {
-    let mut df = read_set(catalog, set)?;
     let err = |m: String| table_error(catalog, set, m);
-    if let Some(split) = split {
-        let mask = df
-            .column("split")
-            .and_then(|c| c.str().map(|s| s.equal(split)))
-            .map_err(|e| err(e.to_string()))?;
-        df = df.filter(&mask).map_err(|e| err(e.to_string()))?;
-    }
+    let df = filter_split(read_set(catalog, set)?, split).map_err(|e| err(e.to_string()))?;
     let lens: Vec<u8> = df
         .column("text_len")
         .and_then(|c| c.u8().map(|ca| ca.into_no_null_iter().collect()))
@@ -158,13 +162,7 @@ impl Example {
             layout::inject_null_operator(&mut x, &mut y, text_len, u);
         }
         sample_type.apply(&mut x, &mut y, text_len);
-        let w = x.len();
-        Self {
-            x: x[..w - 1].iter().map(|&t| u32::from(t)).collect(),
-            y: y[1..].iter().map(|&t| u32::from(t)).collect(),
-            text_len,
-            sample_type,
-        }
+        Self::from_pair(&x, &y, text_len, sample_type)
     }
 
     /// The example of a stored (x, y) pair in full coordinates (safety rows carry their own
@@ -417,6 +415,20 @@ pub struct MetricRow {
     pub value: f64,
     /// Rows (or tokens, for `loss`) it averages over; 1 for scalars.
     pub n: u32,
+}
+
+impl MetricRow {
+    /// A row of `metric` at `step`.
+    pub fn new(step: usize, split: &str, ty: &str, metric: &str, value: f64, n: usize) -> Self {
+        Self {
+            step: step as u32,
+            split: split.to_owned(),
+            sample_type: ty.to_owned(),
+            metric: metric.to_owned(),
+            value,
+            n: n as u32,
+        }
+    }
 }
 
 /// Version of the metrics table's schema.

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use study::Catalog;
-use study::artifacts::{Manifest, Stage, StageDir};
+use study::artifacts::{Stage, StageDir};
 use study::config::CorpusConfig;
 
 use super::StageArgs;
@@ -19,18 +19,14 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
     let cfg = &resolved.cfg;
     let catalog = Catalog::new(&rt.data_root, &args.preset, cfg.seed);
     let manifest_path = catalog.manifest(Stage::Corpus);
-    if !args.force
-        && let Ok(old) = Manifest::read(&manifest_path, "corpus")
-        && old.is_up_to_date(
-            STAGE_VERSION,
-            &study::corpus::code_fingerprint(),
-            &resolved.hash,
-            &[],
-            catalog.root(),
-        )
-    {
-        tracing::info!(config_hash = %resolved.hash, "corpus is up to date: {}", manifest_path.display());
-        return super::touch(&manifest_path);
+    let plan = super::Plan {
+        version: STAGE_VERSION,
+        fingerprint: &study::corpus::code_fingerprint(),
+        config_hash: &resolved.hash,
+        inputs: &[],
+    };
+    if args.up_to_date(&manifest_path, "corpus", plan, catalog.root())? {
+        return Ok(());
     }
     let _span = tracing::info_span!("corpus", preset = %args.preset, seed = cfg.seed).entered();
     tracing::info!(config = %resolved.path.display(), config_hash = %resolved.hash, "generating corpus");

@@ -26,7 +26,6 @@ use study::finetune::PairTable;
 use study::grammar::vocab::Token;
 use study::training::{outputs_match, outputs_match_teacher_forced};
 use study_model::attack::{AttackMode, AttackOutcome, AttackRow, AttackSpec, attack};
-use study_model::device::DeviceKind;
 use study_model::gpt::{Gpt, GptConfig, Params};
 use study_model::train as tr;
 
@@ -139,25 +138,20 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     }
     let fingerprint = code_fingerprint();
     let manifest_path = catalog.manifest(Stage::Evaluate);
-    if !args.stage.force
-        && let Ok(old) = Manifest::read(&manifest_path, "evaluate")
-        && old.is_up_to_date(
-            STAGE_VERSION,
-            &fingerprint,
-            &resolved.hash,
-            &inputs,
-            catalog.root(),
-        )
+    let plan = super::Plan {
+        version: STAGE_VERSION,
+        fingerprint: &fingerprint,
+        config_hash: &resolved.hash,
+        inputs: &inputs,
+    };
+    if args
+        .stage
+        .up_to_date(&manifest_path, "evaluate", plan, catalog.root())?
     {
-        tracing::info!("evaluate is up to date: {}", manifest_path.display());
-        return super::touch(&manifest_path);
+        return Ok(());
     }
     let started = SystemTime::now();
-    let device = rt
-        .device
-        .parse::<DeviceKind>()
-        .and_then(DeviceKind::open)
-        .context("opening the device")?;
+    let device = rt.open_device()?;
     let load = |dir: std::path::PathBuf, target: &str| -> Result<Gpt> {
         let cfg_path = dir.join(MODEL_CONFIG_FILE);
         let gcfg: GptConfig = serde_json::from_str(

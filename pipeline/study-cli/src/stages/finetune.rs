@@ -23,7 +23,6 @@ use study::corpus::{CorpusSet, Variant};
 use study::finetune::{BatchSpec, PairTable, finetune_batch};
 use study::grammar::vocab::Vocab;
 use study::training::{self, MetricRow, outputs_match_teacher_forced};
-use study_model::device::DeviceKind;
 use study_model::gpt::{Gpt, GptConfig, Params};
 use study_model::objectives::{Dpo, PairBatch, Ssft, Unlearn};
 use study_model::optim::AdamW;
@@ -192,18 +191,17 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
     }
     let fingerprint = code_fingerprint();
     let manifest_path = catalog.variant_manifest(Stage::Finetune, &name);
-    if !args.stage.force
-        && let Ok(old) = Manifest::read(&manifest_path, "finetune")
-        && old.is_up_to_date(
-            STAGE_VERSION,
-            &fingerprint,
-            &resolved.hash,
-            &inputs,
-            catalog.root(),
-        )
+    let plan = super::Plan {
+        version: STAGE_VERSION,
+        fingerprint: &fingerprint,
+        config_hash: &resolved.hash,
+        inputs: &inputs,
+    };
+    if args
+        .stage
+        .up_to_date(&manifest_path, "finetune", plan, catalog.root())?
     {
-        tracing::info!("finetune {name} is up to date: {}", manifest_path.display());
-        return super::touch(&manifest_path);
+        return Ok(());
     }
     let started = SystemTime::now();
     let read = |set, split| PairTable::read(&catalog, set, Some(split));
@@ -220,11 +218,7 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
             "the corpus has an empty fine-tuning train or test split; check `sizes` in corpus.yaml"
         );
     }
-    let device = rt
-        .device
-        .parse::<DeviceKind>()
-        .and_then(DeviceKind::open)
-        .context("opening the device")?;
+    let device = rt.open_device()?;
     let model_path = catalog.stage_file(Stage::Pretrain, MODEL_FILE);
     let load = || -> Result<Gpt> {
         let params = Params::load(&it.cfg, &model_path, &device).with_context(|| {
@@ -391,17 +385,6 @@ fn train_with<O: Objective<Batch = PairBatch>>(
     tr::run(model, opt, objective, spec, hooks)
 }
 
-fn row(step: usize, split: &str, ty: &str, metric: &str, value: f64, n: usize) -> MetricRow {
-    MetricRow {
-        step: step as u32,
-        split: split.to_owned(),
-        sample_type: ty.to_owned(),
-        metric: metric.to_owned(),
-        value,
-        n: n as u32,
-    }
-}
-
 /// Held-out teacher-forced exact match of the instruction-following (safe variant), refusal
 /// (unsafe) and compliance (unsafe_target) outputs over both branches' test rows; returns the
 /// pooled values and the metric rows (per branch and pooled).
@@ -439,7 +422,7 @@ fn evaluate(
             }
             pooled[k][0] += hit;
             pooled[k][1] += count;
-            out.push(row(
+            out.push(MetricRow::new(
                 step,
                 "test",
                 branch,
@@ -454,7 +437,14 @@ fn evaluate(
         .into_iter()
         .enumerate()
     {
-        out.push(row(step, "test", "all", metric, em[k], pooled[k][1]));
+        out.push(MetricRow::new(
+            step,
+            "test",
+            "all",
+            metric,
+            em[k],
+            pooled[k][1],
+        ));
     }
     Ok((em, out))
 }
@@ -486,7 +476,8 @@ impl Hooks<PairBatch> for Finetune<'_> {
             ("grad_norm", r.grad_norm),
             ("unsafe_batch", kind),
         ] {
-            self.rows.push(row(r.step, "train", "all", m, v, 1));
+            self.rows
+                .push(MetricRow::new(r.step, "train", "all", m, v, 1));
         }
         self.bar.pb_inc(1);
         self.bar.pb_set_message(&format!("loss {:.4}", r.loss));

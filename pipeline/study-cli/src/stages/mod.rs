@@ -119,6 +119,46 @@ pub fn touch(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// What decides whether a stage's recorded outputs are still valid.
+pub struct Plan<'a> {
+    /// The stage's code version.
+    pub version: u32,
+    /// The stage's code fingerprint.
+    pub fingerprint: &'a str,
+    /// Hash of the resolved config.
+    pub config_hash: &'a str,
+    /// The input files' records.
+    pub inputs: &'a [FileRecord],
+}
+
+impl StageArgs {
+    /// Whether the outputs recorded by the manifest at `manifest` follow `plan` and are intact
+    /// (never when `--force`): if so, log it and touch the manifest so make sees it as fresh.
+    pub fn up_to_date(
+        &self,
+        manifest: &std::path::Path,
+        target: &str,
+        plan: Plan<'_>,
+        run_root: &std::path::Path,
+    ) -> Result<bool> {
+        let fresh = !self.force
+            && Manifest::read(manifest, target).is_ok_and(|old| {
+                old.is_up_to_date(
+                    plan.version,
+                    plan.fingerprint,
+                    plan.config_hash,
+                    plan.inputs,
+                    run_root,
+                )
+            });
+        if fresh {
+            tracing::info!(config_hash = %plan.config_hash, "{target} is up to date: {}", manifest.display());
+            touch(manifest)?;
+        }
+        Ok(fresh)
+    }
+}
+
 /// Inputs of a stage, recorded and compared in manifests.
 pub type Inputs = Vec<FileRecord>;
 

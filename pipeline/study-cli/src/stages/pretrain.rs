@@ -22,7 +22,6 @@ use study::corpus::CorpusSet;
 use study::grammar::SampleType;
 use study::grammar::vocab::{Token, Vocab};
 use study::training::{self, MetricRow, TokenTable};
-use study_model::device::DeviceKind;
 use study_model::gpt::{Gpt, GptConfig, Params};
 use study_model::optim::AdamW;
 use study_model::train::{
@@ -183,25 +182,20 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     let inputs = check_inputs(&catalog)?;
     let fingerprint = code_fingerprint();
     let manifest_path = catalog.manifest(Stage::Pretrain);
-    if !args.stage.force
-        && let Ok(old) = Manifest::read(&manifest_path, "pretrain")
-        && old.is_up_to_date(
-            STAGE_VERSION,
-            &fingerprint,
-            &resolved.hash,
-            &inputs.records,
-            catalog.root(),
-        )
+    let plan = super::Plan {
+        version: STAGE_VERSION,
+        fingerprint: &fingerprint,
+        config_hash: &resolved.hash,
+        inputs: &inputs.records,
+    };
+    if args
+        .stage
+        .up_to_date(&manifest_path, "pretrain", plan, catalog.root())?
     {
-        tracing::info!("pretrain is up to date: {}", manifest_path.display());
-        return super::touch(&manifest_path);
+        return Ok(());
     }
     let data = read_inputs(&catalog, inputs)?;
-    let device = rt
-        .device
-        .parse::<DeviceKind>()
-        .and_then(DeviceKind::open)
-        .context("opening the device")?;
+    let device = rt.open_device()?;
     let gpt_cfg = GptConfig {
         n_layer: cfg.model.n_layer,
         n_head: cfg.model.n_head,
@@ -471,17 +465,6 @@ struct Pretrain<'a> {
     last_eval: Option<(usize, f64, f64, f64)>,
 }
 
-fn row(step: usize, split: &str, ty: &str, metric: &str, value: f64, n: usize) -> MetricRow {
-    MetricRow {
-        step: step as u32,
-        split: split.to_owned(),
-        sample_type: ty.to_owned(),
-        metric: metric.to_owned(),
-        value,
-        n: n as u32,
-    }
-}
-
 impl Pretrain<'_> {
     fn evaluate(&mut self, model: &Gpt, step: usize) -> Result<()> {
         let e = &self.cfg.eval;
@@ -503,13 +486,19 @@ impl Pretrain<'_> {
             if split == "test" {
                 test_loss = loss;
             }
-            self.rows
-                .push(row(step, split, "all", "eval_loss", loss, examples.len()));
+            self.rows.push(MetricRow::new(
+                step,
+                split,
+                "all",
+                "eval_loss",
+                loss,
+                examples.len(),
+            ));
             for (ty, w, acc, em, n) in scores.rows() {
                 for (metric, value) in [("acc", acc), ("em", em)] {
                     let name = format!("{metric}_{}", w.as_str());
                     self.rows
-                        .push(row(step, split, ty.as_str(), &name, value, n));
+                        .push(MetricRow::new(step, split, ty.as_str(), &name, value, n));
                 }
             }
         }
@@ -548,7 +537,8 @@ impl Pretrain<'_> {
                 ("greedy_em_s2", s2),
                 ("greedy_em_both", b),
             ] {
-                self.rows.push(row(step, split, "full", m, v, res.len()));
+                self.rows
+                    .push(MetricRow::new(step, split, "full", m, v, res.len()));
             }
         }
         self.last_eval = Some((step, both[1], both[0], test_loss));
@@ -609,7 +599,8 @@ impl Hooks<TokenBatch> for Pretrain<'_> {
             ("grad_norm", r.grad_norm),
             ("tokens_per_s", tps),
         ] {
-            self.rows.push(row(r.step, "train", "all", m, v, 1));
+            self.rows
+                .push(MetricRow::new(r.step, "train", "all", m, v, 1));
         }
         self.state.step = r.step;
         debug_assert_eq!(opt.steps_taken(), r.step as u64, "one update per step");
