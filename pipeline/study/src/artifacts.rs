@@ -483,6 +483,13 @@ pub struct TableSchema {
     pub target: &'static str,
 }
 
+impl TableSchema {
+    /// The column names, as a manifest's file record lists them.
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|(c, _)| (*c).to_owned()).collect()
+    }
+}
+
 /// Key of the table kind in Parquet key-value metadata.
 pub const META_TABLE: &str = "study.table";
 /// Key of the schema version in Parquet key-value metadata.

@@ -223,20 +223,18 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
         attack_seconds,
     };
     artifacts::write_json(&summary, &out.path().join(SUMMARY_FILE))?;
-    let cols =
-        |s: &artifacts::TableSchema| s.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
     let files = vec![
         out.record(
             "behaviour",
             BEHAVIOUR_FILE,
             Some(bdf.height()),
-            cols(&bschema),
+            bschema.column_names(),
         )?,
         out.record(
             "adversarial",
             ADVERSARIAL_FILE,
             Some(adf.height()),
-            cols(&aschema),
+            aschema.column_names(),
         )?,
         out.record(
             "adversarial_embeddings",

@@ -334,18 +334,12 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
     ] {
         files.push(out.record(what, file, None, Vec::new())?);
     }
-    files.push(
-        out.record(
-            "metrics",
-            METRICS_FILE,
-            Some(hooks.rows.len()),
-            schema
-                .columns
-                .iter()
-                .map(|(c, _)| (*c).to_owned())
-                .collect(),
-        )?,
-    );
+    files.push(out.record(
+        "metrics",
+        METRICS_FILE,
+        Some(hooks.rows.len()),
+        schema.column_names(),
+    )?);
     let timings = BTreeMap::from([("train_seconds".to_owned(), hooks.train_seconds)]);
     let mut manifest = super::manifest(
         Stage::Finetune,

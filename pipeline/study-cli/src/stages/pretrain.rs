@@ -298,18 +298,12 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
         files.push(out.record(name, file, None, Vec::new())?);
     }
     let schema = training::metrics_schema("pretrain");
-    files.push(
-        out.record(
-            "metrics",
-            METRICS_FILE,
-            Some(hooks.rows.len()),
-            schema
-                .columns
-                .iter()
-                .map(|(c, _)| (*c).to_owned())
-                .collect(),
-        )?,
-    );
+    files.push(out.record(
+        "metrics",
+        METRICS_FILE,
+        Some(hooks.rows.len()),
+        schema.column_names(),
+    )?);
     let timings = BTreeMap::from([
         ("train_seconds".to_owned(), hooks.train_seconds),
         ("tokens_per_s".to_owned(), summary.tokens_per_s),
