@@ -307,40 +307,60 @@ impl Scores {
 }
 
 /// Greedy decoding of both outputs from the prompt: the prompt of each row (everything through
-/// EOT), then `2L + 2` tokens (S1 letters, stop, S2 letters), each the argmax given the tokens
-/// generated so far. The model is a closure from a batch of full-length inputs (rows of `W − 1`
-/// ids) to per-position argmax ids; every call decodes one more position of every row.
+/// EOT), then `2L + 2` tokens (S1 letters, stop, S2 letters, stop), each the argmax given the
+/// tokens before it. The model is a closure from a batch of rows (ids, all of one length) to
+/// per-position argmax ids; it must be causal (position `p`'s prediction may depend only on
+/// positions `..=p`), as a GPT is.
+///
+/// This is exact greedy decoding, computed by Jacobi fixed-point iteration rather than one
+/// forward pass per token: every row starts from a guess (its own tokens), each pass replaces
+/// the guess from the first position where the model disagrees onwards by the model's
+/// predictions, and a row is done when a pass agrees with it everywhere, which is the definition
+/// of the greedy output. After `k` passes the first `k` decoded positions are final, so no row
+/// needs more than `2L + 3` passes; a model that outputs what the row holds needs one. Rows are
+/// passed trimmed to the positions decoding reads.
+///
 /// Returns the decoded rows (full coordinates `0..W−1`; PAD after the decoded span).
 pub fn greedy_decode<E>(
     rows: &[(&[Token], usize)],
     mut argmax: impl FnMut(&[Vec<u32>]) -> Result<Vec<Vec<u32>>, E>,
 ) -> Result<Vec<Vec<u32>>, E> {
+    let decoded = |l: usize| {
+        let start = Spans::new(l).b1().start;
+        start..start + 2 * l + 2
+    };
     let mut buf: Vec<Vec<u32>> = rows
         .iter()
         .map(|(row, l)| {
-            let start = Spans::new(*l).b1().start;
+            let end = decoded(*l).end;
             row[..row.len() - 1]
                 .iter()
                 .enumerate()
-                .map(|(i, &t)| {
-                    if i < start {
-                        u32::from(t)
-                    } else {
-                        u32::from(PAD)
-                    }
-                })
+                .map(|(i, &t)| u32::from(if i < end { t } else { PAD }))
                 .collect()
         })
         .collect();
-    let longest = rows.iter().map(|(_, l)| 2 * l + 2).max().unwrap_or(0);
-    for k in 0..longest {
-        let pred = argmax(&buf)?;
-        for (r, (_, l)) in rows.iter().enumerate() {
-            if k < 2 * l + 2 {
-                let pos = Spans::new(*l).b1().start + k;
-                buf[r][pos] = pred[r][pos - 1];
+    let mut active: Vec<usize> = (0..rows.len()).collect();
+    while !active.is_empty() {
+        // Position `p` is predicted at `p − 1`, so the last decoded position needs ids `..end − 1`.
+        let len = active
+            .iter()
+            .map(|&r| decoded(rows[r].1).end - 1)
+            .max()
+            .unwrap_or(0);
+        let batch: Vec<Vec<u32>> = active.iter().map(|&r| buf[r][..len].to_vec()).collect();
+        let pred = argmax(&batch)?;
+        let mut next = Vec::with_capacity(active.len());
+        for (&r, p) in active.iter().zip(&pred) {
+            let range = decoded(rows[r].1);
+            if let Some(first) = range.clone().find(|&q| buf[r][q] != p[q - 1]) {
+                for q in first..range.end {
+                    buf[r][q] = p[q - 1];
+                }
+                next.push(r);
             }
         }
+        active = next;
     }
     Ok(buf)
 }
@@ -582,42 +602,72 @@ mod tests {
         }
     }
 
+    /// Sequential greedy decoding, one position per model call: the reference for
+    /// [`greedy_decode`].
+    fn sequential(rows: &[(&[Token], usize)], model: impl Fn(&[u32]) -> u32) -> Vec<Vec<u32>> {
+        rows.iter()
+            .map(|(row, l)| {
+                let start = Spans::new(*l).b1().start;
+                let mut out: Vec<u32> = vec![u32::from(PAD); row.len() - 1];
+                for p in 0..start {
+                    out[p] = u32::from(row[p]);
+                }
+                for p in start..start + 2 * l + 2 {
+                    out[p] = model(&out[..p]);
+                }
+                out
+            })
+            .collect()
+    }
+
     #[test]
-    fn greedy_decoding_with_a_perfect_and_a_broken_model() {
+    fn greedy_decoding_is_exact_for_causal_models() {
         let t = table(3, 6, 28);
         let rows: Vec<(&[Token], usize)> = (0..3).map(|i| (t.row(i), 6)).collect();
-        // an oracle that reads the true row (it may only see the prompt and what it generated,
-        // so check that the buffer holds exactly that)
-        let mut calls = 0;
-        let result = greedy_exact::<()>(&rows, |buf| {
-            calls += 1;
-            Ok(buf
-                .iter()
-                .enumerate()
-                .map(|(r, b)| {
-                    let start = Spans::new(6).b1().start;
-                    let known = start + calls - 1;
-                    for (p, &got) in b.iter().enumerate().skip(start) {
-                        let want = if p < known {
-                            u32::from(t.row(r)[p])
-                        } else {
-                            u32::from(PAD)
-                        };
-                        assert_eq!(got, want, "position {p} at call {calls}");
-                    }
-                    (0..b.len()).map(|p| u32::from(t.row(r)[p + 1])).collect()
-                })
-                .collect())
+        // Causal toy models: the prediction for the next position from the prefix `..=p`.
+        let t = &t;
+        let oracle = |r: usize| move |prefix: &[u32]| u32::from(t.row(r)[prefix.len()]);
+        let prefix_sum = |prefix: &[u32]| {
+            u32::from(LETTER0) + prefix.iter().map(|&v| v * 7 + 3).sum::<u32>() % 30
+        };
+        let constant = |_: &[u32]| u32::from(LETTER0);
+        let run = |f: &dyn Fn(usize, &[u32]) -> u32| {
+            let mut calls = 0;
+            let out = greedy_decode::<()>(&rows, |buf| {
+                calls += 1;
+                // Which row a buffer is, by its prompt (the texts differ).
+                let start = Spans::new(6).b1().start;
+                let row_of = |b: &[u32]| {
+                    (0..rows.len())
+                        .find(|&r| b[..start].iter().zip(rows[r].0).all(|(&x, &y)| x == u32::from(y)))
+                        .expect("a known row")
+                };
+                Ok(buf
+                    .iter()
+                    .map(|b| (1..=b.len()).map(|p| f(row_of(b), &b[..p])).collect())
+                    .collect())
+            })
+            .expect("decode");
+            (out, calls)
+        };
+        // A perfect model agrees with the rows' own outputs: one pass.
+        let (out, calls) = run(&|r, p| oracle(r)(p));
+        assert_eq!(calls, 1);
+        for (r, o) in out.iter().enumerate() {
+            assert_eq!(*o, sequential(&rows[r..=r], oracle(r))[0]);
+        }
+        // A model that depends on everything before it: same as sequential, within 2L + 3.
+        let (out, calls) = run(&|_, p| prefix_sum(p));
+        assert_eq!(out, sequential(&rows, prefix_sum));
+        assert!((2..=15).contains(&calls), "{calls} passes");
+        // A model that always says letter 0 decodes to letters 0 and gets nothing right.
+        let (out, _) = run(&|_, p| constant(p));
+        assert_eq!(out, sequential(&rows, constant));
+        let scored = greedy_exact::<()>(&rows, |buf| {
+            Ok(vec![vec![u32::from(LETTER0); buf[0].len()]; buf.len()])
         })
         .expect("decode");
-        assert_eq!(calls, 14);
-        assert!(result.iter().all(|&(a, b)| a && b));
-        // a model that always says letter 0 gets nothing right (true outputs never all `2a`)
-        let bad = greedy_exact::<()>(&rows, |buf| {
-            Ok(vec![vec![u32::from(LETTER0); 27]; buf.len()])
-        })
-        .expect("decode");
-        assert!(bad.iter().all(|&(a, b)| !a && !b));
+        assert!(scored.iter().all(|&(a, b)| !a && !b));
     }
 
     #[test]
