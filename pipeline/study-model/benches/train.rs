@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p study-model --bench train` (`make bench`). Set `BENCH_STEPS` to change the
 //! timed steps per shape (default 5, after 2 warm-up steps) and `BENCH_SHAPES` to a comma list
-//! (`tiny,cpu,paper`).
+//! (`tiny,cpu,cpu-l18,paper`).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -37,9 +37,16 @@ fn shapes() -> Vec<Shape> {
             cfg: cfg(2, 2, 16, 27),
             batch: 16,
         },
+        // The cpu preset: spans of 6, window 28.
         Shape {
             name: "cpu",
-            cfg: cfg(3, 3, 48, 33),
+            cfg: cfg(3, 3, 48, 27),
+            batch: 64,
+        },
+        // The same model on spans of up to 18 (window 64), where the grammar's branch shows.
+        Shape {
+            name: "cpu-l18",
+            cfg: cfg(3, 3, 48, 63),
             batch: 64,
         },
         Shape {
@@ -82,7 +89,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let wanted = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "tiny,cpu,paper".into());
+    let wanted = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "tiny,cpu,cpu-l18,paper".into());
     let peak = matmul_peak(&dev, 1024);
     println!(
         "f32 matmul peak (1024³, best of 5): {peak:.1} GFLOP/s; threads: {}",
