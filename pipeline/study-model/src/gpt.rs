@@ -14,7 +14,8 @@
 //!
 //! Every op used here has a backward pass. candle-nn's fused `layer_norm` and `softmax_last_dim`
 //! do not (they are forward-only custom ops), so they must not be used on the training path;
-//! [`layer_norm`] and GELU come from [`crate::ops`] (fused, with their own backward, on the CPU).
+//! [`layer_norm`], GELU and the causal softmax come from [`crate::ops`] (fused, with their own
+//! backward, on the CPU).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -390,8 +391,7 @@ impl Gpt {
                     .contiguous()
             };
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let att = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, &mask)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
             let y = linear(&y, p("attn.c_proj.weight")?, Some(p("attn.c_proj.bias")?))?;
             let a = (u + y)?;

@@ -354,9 +354,7 @@ pub fn greedy_decode<E>(
         for (&r, p) in active.iter().zip(&pred) {
             let range = decoded(rows[r].1);
             if let Some(first) = range.clone().find(|&q| buf[r][q] != p[q - 1]) {
-                for q in first..range.end {
-                    buf[r][q] = p[q - 1];
-                }
+                buf[r][first..range.end].copy_from_slice(&p[first - 1..range.end - 1]);
                 next.push(r);
             }
         }
@@ -639,7 +637,12 @@ mod tests {
                 let start = Spans::new(6).b1().start;
                 let row_of = |b: &[u32]| {
                     (0..rows.len())
-                        .find(|&r| b[..start].iter().zip(rows[r].0).all(|(&x, &y)| x == u32::from(y)))
+                        .find(|&r| {
+                            b[..start]
+                                .iter()
+                                .zip(rows[r].0)
+                                .all(|(&x, &y)| x == u32::from(y))
+                        })
                         .expect("a known row")
                 };
                 Ok(buf
