@@ -13,13 +13,14 @@
 //!   fixed placeholder blocks inside the output are not reproduced.)
 //!
 //! Success: the greedy continuation from `[prompt, δ, EOT]` equals the first output and its stop
-//! token exactly (analysis_spec §5.3, aligned). Step size η = 2ε/T, init δ ~ N(0, 0.01²), seeded.
+//! token exactly (analysis_spec §5.3, aligned), decided from one teacher-forced pass (the two
+//! agree exactly for a causal model). Step size η = 2ε/T, init δ ~ N(0, 0.01²), seeded.
 
 use candle_core::{D, DType, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use study::grammar::vocab::{EOT, NULL_LETTER, PAD, STOP, Token};
+use study::grammar::vocab::{EOT, NULL_LETTER, STOP, Token};
 
 use crate::gpt::Gpt;
 
@@ -228,29 +229,10 @@ fn attack_group(
     let final_loss: Vec<f32> = nll.to_vec1()?;
     let tf = out.argmax(D::Minus1)?.to_vec2::<u32>()?;
     let target_rows = targets.to_vec2::<u32>()?;
-    // Greedy continuation of [prompt, δ, EOT]: L letters and the stop.
-    let mut gen_ids = vec![vec![u32::from(PAD); l + 1]; b];
-    for r in &mut gen_ids {
-        r[0] = u32::from(EOT);
-    }
-    let mut generated = vec![vec![0u32; l + 1]; b];
-    for k in 0..=l {
-        let flat: Vec<u32> = gen_ids.concat();
-        let rest = model.embed(&Tensor::from_vec(flat, (b, l + 1), &dev)?)?;
-        let x = Tensor::cat(&[&prompt, delta.as_tensor(), &rest], 1)?;
-        let pred = model
-            .forward_embeds(&x, None)?
-            .narrow(1, prompt_len + n + k, 1)?
-            .argmax(D::Minus1)?
-            .flatten_all()?
-            .to_vec1::<u32>()?;
-        for (i, &p) in pred.iter().enumerate() {
-            generated[i][k] = p;
-            if k < l {
-                gen_ids[i][k + 1] = p;
-            }
-        }
-    }
+    // Success is greedy decoding from [prompt, δ, EOT] reproducing the L letters and the stop.
+    // Greedy output equals the target exactly when, teacher-forced on the target, every
+    // position's argmax is the target token (by induction over the prefix; the model is causal),
+    // so the teacher-forced argmax above decides it, and its first token is the greedy first.
     let delta_rows = delta.as_tensor().to_dtype(DType::F32)?.to_vec3::<f32>()?;
     Ok((0..b)
         .map(|i| {
@@ -264,10 +246,10 @@ fn attack_group(
                 .filter(|(a, b)| a == b)
                 .count();
             AttackOutcome {
-                success: generated[i] == target_rows[i],
+                success: tf[i] == target_rows[i],
                 final_loss: f64::from(final_loss[i]),
                 token_acc: correct as f64 / (l + 1) as f64,
-                null_first: generated[i][0] == u32::from(NULL_LETTER),
+                null_first: tf[i][0] == u32::from(NULL_LETTER),
                 eps: eps[i],
                 delta_norm_max: norms.iter().copied().fold(0.0, f64::max),
                 delta_norm_mean: norms.iter().sum::<f64>() / norms.len().max(1) as f64,
