@@ -322,7 +322,7 @@ impl CustomOp3 for LayerNormGrad {
 /// mask add → softmax took 1.8 ms forward + backward at T = 27 and 17.9 ms at T = 63, against
 /// 0.7 and 2.4 ms for QKᵀ — candle's softmax backward is a chain of broadcast ops and
 /// reductions. Fused: one pass each way, the backward `dx = scale · y ⊙ (dy − Σ dy ⊙ y)` from the
-/// saved output; 0.7 and 2.5 ms. In a whole training step: ~10% faster at the cpu preset's
+/// saved output; 0.7 and 2.5 ms. In a whole training step: 10–15% faster at the cpu preset's
 /// context, a third less peak memory at 63 (README benchmark table).
 pub fn causal_softmax(scores: &Tensor, scale: f64, mask: &Tensor) -> Result<Tensor> {
     if scores.device().is_cpu() && scores.dtype() == DType::F32 {
