@@ -44,7 +44,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain finetune evaluate figures notebooks-test test bench clean
+.PHONY: help all tiny build corpus pretrain finetune evaluate figures notebooks-test test bench timings clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
 help:
@@ -109,6 +109,16 @@ test:
 bench:
 	$(CARGO) bench -p study --bench corpus
 	$(CARGO) bench -p study-model --bench train
+
+## timings: wall seconds of every stage of the last run of PRESET/SEED, from its manifests
+timings:
+	@ls $(RUN)/0*/manifest.yaml >/dev/null 2>&1 || { echo "no stage manifests under $(RUN); run \`make all PRESET=$(PRESET)\` first" >&2; exit 1; }
+	@printf '| stage | wall s | of which |\n|---|---:|---|\n'
+	@for m in $(RUN)/0[12]_*/manifest.yaml $(RUN)/03_finetune/*/manifest.yaml $(RUN)/0[4-9]_*/manifest.yaml; do \
+	  [ -f "$$m" ] || continue; \
+	  awk -v s="$${m#$(RUN)/}" '/^wall_seconds:/ {w=$$2} /^  [a-z_]*seconds:/ {o=o sprintf("%s %.1f ", $$1, $$2)} \
+	    END {sub("/manifest.yaml", "", s); printf "| %s | %.1f | %s|\n", s, w, o}' "$$m"; \
+	done
 
 ## clean: remove generated data and executed notebooks (keeps reports/ and the tools folder)
 clean:
