@@ -20,19 +20,6 @@ fn time(f: impl Fn()) -> f64 {
     t.elapsed().as_secs_f64() * 1e3 / 20.0
 }
 
-fn causal_mask(t: usize, dev: &Device) -> Tensor {
-    let mask: Vec<f32> = (0..t * t)
-        .map(|i| {
-            if i % t > i / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Tensor::from_vec(mask, (t, t), dev).unwrap()
-}
-
 fn main() {
     let dev = Device::Cpu;
     let (b, nh, hs) = (64, 3, 16);
@@ -51,7 +38,7 @@ fn main() {
     println!("| context | attention core | linear layers | LayerNorm + GELU |");
     println!("|---|---|---|---|");
     for &t in &contexts {
-        let mask = causal_mask(t, &dev);
+        let mask = ops::causal_mask(t, &dev).unwrap();
         let qkv = randn(&[b, t, 3 * d], 1.0);
         let attn = time(|| {
             let heads = |k: usize| {
@@ -121,7 +108,7 @@ fn main() {
     println!("| context | QKᵀ | AV | causal softmax, fused | scale + mask + softmax, composed |");
     println!("|---|---|---|---|---|");
     for &t in &contexts {
-        let mask = causal_mask(t, &dev);
+        let mask = ops::causal_mask(t, &dev).unwrap();
         let q = randn(&[b, nh, t, hs], 1.0);
         let k = randn(&[b, nh, t, hs], 1.0);
         let s = randn(&[b, nh, t, t], 1.0);

@@ -315,19 +315,10 @@ impl Gpt {
     pub fn new(cfg: GptConfig, params: Params) -> Result<Self> {
         let device = params.get("transformer.wte.weight")?.device().clone();
         let t = cfg.block_size;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
         Ok(Self {
             cfg,
             pe: sinusoidal_table(t, cfg.n_embd, &device)?,
-            causal: Tensor::from_vec(mask, (t, t), &device)?,
+            causal: crate::ops::causal_mask(t, &device)?,
             params,
         })
     }

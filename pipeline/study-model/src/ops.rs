@@ -313,6 +313,21 @@ impl CustomOp3 for LayerNormGrad {
     }
 }
 
+/// The additive causal mask of a context of `t` tokens: (t, t), 0 where key `j ≤` query `i`,
+/// −∞ above the diagonal.
+pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)
+}
+
 /// Causal attention weights: `softmax(scale · scores + mask)` over the last axis of `scores`
 /// (…, T, T), where query `i` sees keys `j ≤ i` only; differentiable in `scores`. `mask` is the
 /// additive (T, T) causal mask (0 on and below the diagonal, −∞ above) that the composed fallback
@@ -447,16 +462,7 @@ mod tests {
         };
         let x = Var::from_tensor(&wave(0.61, 3.0).expect("scores")).expect("var");
         let up = wave(0.23, 1.0).expect("upstream");
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &dev).expect("mask");
+        let mask = causal_mask(t, &dev).expect("mask");
         let scale = 0.25;
         let ours = causal_softmax(x.as_tensor(), scale, &mask).expect("ours");
         let theirs = candle_nn::ops::softmax(
