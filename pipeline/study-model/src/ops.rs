@@ -451,6 +451,35 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// Largest absolute difference between two tensors of one shape.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("diff")
+    }
+
+    /// Asserts that the gradients of Σ ours ⊙ up and Σ theirs ⊙ up agree within `tol` for every
+    /// variable in `vars`.
+    fn assert_same_gradients(ours: &Tensor, theirs: &Tensor, up: &Tensor, vars: &[&Var], tol: f32) {
+        let ga = (ours * up)
+            .and_then(|t| t.sum_all()?.backward())
+            .expect("bwd");
+        let gb = (theirs * up)
+            .and_then(|t| t.sum_all()?.backward())
+            .expect("bwd");
+        for v in vars {
+            let (p, q) = (
+                ga.get(v.as_tensor()).expect("g"),
+                gb.get(v.as_tensor()).expect("g"),
+            );
+            assert!(
+                max_diff(p, q) < tol,
+                "gradient differs by {}",
+                max_diff(p, q)
+            );
+        }
+    }
+
     #[test]
     fn fused_causal_softmax_equals_the_composed_one_with_gradients() {
         let dev = Device::Cpu;
@@ -472,13 +501,8 @@ mod tests {
             D::Minus1,
         )
         .expect("theirs");
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .expect("diff")
-        };
         // The forward repeats the composed operations in order: equal to the bit.
-        assert_eq!(diff(&ours, &theirs), 0.0);
+        assert_eq!(max_diff(&ours, &theirs), 0.0);
         // Rows sum to one and nothing above the diagonal is attended to.
         let v = ours
             .flatten_all()
@@ -492,17 +516,7 @@ mod tests {
                 "row {r} looks ahead"
             );
         }
-        let ga = (ours * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let gb = (theirs * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let (p, q) = (
-            ga.get(x.as_tensor()).expect("g"),
-            gb.get(x.as_tensor()).expect("g"),
-        );
-        assert!(diff(p, q) < 1e-6, "gradient differs by {}", diff(p, q));
+        assert_same_gradients(&ours, &theirs, &up, &[&x], 1e-6);
         // A shape that is not (…, T, T) is a clear error.
         let bad = Tensor::zeros((2, 3, 4), DType::F32, &dev).expect("bad");
         let err = causal_softmax(&bad, 1.0, &mask).expect_err("not square");
@@ -525,25 +539,8 @@ mod tests {
             .expect("up");
         let ours = add_bias(y.as_tensor(), b.as_tensor()).expect("ours");
         let theirs = y.as_tensor().broadcast_add(b.as_tensor()).expect("theirs");
-        let diff = |a: &Tensor, c: &Tensor| {
-            (a - c)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .expect("diff")
-        };
-        assert_eq!(diff(&ours, &theirs), 0.0);
-        let ga = (ours * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let gb = (theirs * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        for v in [&y, &b] {
-            let (p, q) = (
-                ga.get(v.as_tensor()).expect("g"),
-                gb.get(v.as_tensor()).expect("g"),
-            );
-            assert!(diff(p, q) < 1e-5, "gradient differs by {}", diff(p, q));
-        }
+        assert_eq!(max_diff(&ours, &theirs), 0.0);
+        assert_same_gradients(&ours, &theirs, &up, &[&y, &b], 1e-5);
     }
 
     #[test]
@@ -574,25 +571,8 @@ mod tests {
         };
         let ours = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).expect("ours");
         let theirs = composed(x.as_tensor()).expect("theirs");
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .expect("diff")
-        };
-        assert!(diff(&ours, &theirs) < 1e-5);
-        let ga = (ours * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let gb = (theirs * &up)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        for v in [&x, &w, &b] {
-            let (p, q) = (
-                ga.get(v.as_tensor()).expect("g"),
-                gb.get(v.as_tensor()).expect("g"),
-            );
-            assert!(diff(p, q) < 1e-4, "gradient differs by {}", diff(p, q));
-        }
+        assert!(max_diff(&ours, &theirs) < 1e-5);
+        assert_same_gradients(&ours, &theirs, &up, &[&x, &w, &b], 1e-4);
     }
 
     #[test]
@@ -609,22 +589,7 @@ mod tests {
             .expect("weights");
         let ours = gelu(x.as_tensor()).expect("ours");
         let theirs = x.as_tensor().gelu().expect("theirs");
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .expect("diff")
-        };
-        assert_eq!(diff(&ours, &theirs), 0.0, "same f32 forward expression");
-        let g_ours = (ours * &w)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let g_theirs = (theirs * &w)
-            .and_then(|t| t.sum_all()?.backward())
-            .expect("bwd");
-        let (a, b) = (
-            g_ours.get(x.as_tensor()).expect("grad"),
-            g_theirs.get(x.as_tensor()).expect("grad"),
-        );
-        assert!(diff(a, b) < 1e-5, "gradients differ by {}", diff(a, b));
+        assert_eq!(max_diff(&ours, &theirs), 0.0, "same f32 forward expression");
+        assert_same_gradients(&ours, &theirs, &w, &[&x], 1e-5);
     }
 }
