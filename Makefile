@@ -14,6 +14,10 @@ PRESET ?= cpu
 SEED ?= 0
 DEVICE ?= cpu
 THREADS ?=
+# Fine-tuned variants trained at once by `make all` (each on THREADS, default 1 thread when JOBS > 1:
+# independent one-thread runs beat one two-thread run on 2 cores).
+JOBS ?= 2
+FT_THREADS := $(or $(THREADS),$(if $(filter 1,$(JOBS)),,1))
 PROFILE ?= release
 CARGO ?= cargo
 STUDY_TOOLS ?= $(CURDIR)/tools
@@ -39,19 +43,22 @@ VARIANTS ?= ssft-medium ssft-small dpo-medium dpo-small unlearn-medium unlearn-s
 FINETUNE := $(foreach v,$(VARIANTS),$(RUN)/03_finetune/$(v)/manifest.yaml)
 FINETUNE_CODE := pipeline/study-cli/src/stages/finetune.rs pipeline/study/src/finetune.rs pipeline/study/src/config/finetune.rs $(PRETRAIN_CODE)
 EVALUATE := $(RUN)/04_evaluate/manifest.yaml
-EVALUATE_CODE := pipeline/study-cli/src/stages/evaluate.rs pipeline/study/src/evaluation.rs pipeline/study/src/config/evaluate.rs $(FINETUNE_CODE)
+EVALUATE_CODE := pipeline/study-cli/src/stages/evaluate.rs $(wildcard pipeline/study/src/evaluation/*.rs) pipeline/study-model/src/behaviour.rs pipeline/study/src/config/evaluate.rs $(FINETUNE_CODE)
 comma := ,
 empty :=
 space := $(empty) $(empty)
 
 .PHONY: help all tiny build corpus pretrain finetune evaluate figures notebooks-test test bench timings clean
 
-## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n)
+## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n, JOBS=n)
 help:
 	@awk '/^## /{l=substr($$0,4); i=index(l,": "); printf "  %-16s %s\n", substr(l,1,i-1), substr(l,i+2)}' $(MAKEFILE_LIST)
 
-## all: every stage on PRESET (default cpu), then the notebooks and their figures
-all: evaluate figures
+## all: every stage on PRESET (default cpu; JOBS=2 fine-tunes two variants at once), then the notebooks and their figures
+all:
+	$(MAKE) pretrain
+	$(MAKE) -j$(JOBS) finetune $(if $(FT_THREADS),THREADS=$(FT_THREADS),)
+	$(MAKE) evaluate figures
 
 ## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
 tiny:

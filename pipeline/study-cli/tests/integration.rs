@@ -664,8 +664,34 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     let catalog = tiny_evaluated();
     let dir = catalog.stage_dir(Stage::Evaluate);
     let rows = study::evaluation::read_behaviour(&dir.join(BEHAVIOUR_FILE)).expect("behaviour");
-    // 7 models × 6 sets × 4 metrics × 2 decodings.
-    assert_eq!(rows.len(), 7 * SETS.len() * 4 * 2);
+    use study::evaluation::{Decoding, Score, Subset};
+    // Headline cells: 7 models × 6 sets × 4 metrics × 2 decodings of exact match on all rows;
+    // teacher-forced passes also give token accuracy and the first token, greedy ones the first
+    // token; unsafe sets add their a_operator / b_only subsets.
+    let headline = |r: &&study::evaluation::BehaviourRow| {
+        r.subset == Subset::All && r.score == Score::ExactMatch
+    };
+    assert_eq!(rows.iter().filter(headline).count(), 7 * SETS.len() * 4 * 2);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.subset == Subset::All && r.score == Score::TokenAccuracy)
+            .count(),
+        7 * SETS.len() * 4
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.decoding == Decoding::Greedy && r.score == Score::TokenAccuracy)
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r.set == "std_safe" && r.subset != Subset::All)
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.set == "std_unsafe" && r.subset == Subset::BOnly)
+    );
     assert!(
         rows.iter()
             .all(|r| (0.0..=1.0).contains(&r.value) && r.n > 0)
@@ -695,12 +721,14 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
             .expect("json");
+    // Every cell of std_unsafe; the headline cells of the other sets.
     let table: Vec<String> = rows
         .iter()
+        .filter(|r| r.set == "std_unsafe" || headline(r))
         .map(|r| {
             format!(
-                "{} {} {} {} = {:.1} (n={})",
-                r.model, r.set, r.metric, r.decoding, r.value, r.n
+                "{} {} {} {} {} {} = {:.3} (n={})",
+                r.model, r.set, r.subset, r.metric, r.decoding, r.score, r.value, r.n
             )
         })
         .collect();

@@ -4,6 +4,7 @@
 //! Kept apart from `study` so that notebooks never compile candle.
 
 pub mod attack;
+pub mod behaviour;
 pub mod device;
 pub mod gpt;
 pub mod objectives;

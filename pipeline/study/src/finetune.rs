@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::artifacts::{ArtifactError, Catalog};
 use crate::corpus::{CorpusSet, Variant, read_set};
+use crate::evaluation::Subset;
 use crate::grammar::SampleType;
 use crate::grammar::vocab::{PAD, Token};
 use crate::training::Example;
@@ -37,6 +38,9 @@ pub struct PairTable {
     pub apply_second: Vec<bool>,
     /// Whether the stored operators are unsafe for the row's text.
     pub is_unsafe: Vec<bool>,
+    /// Which unsafe subset the row's unsafe variant falls in ([`Subset::AOperator`] or
+    /// [`Subset::BOnly`]); `None` when its operators are not unsafe for its text.
+    pub subset: Vec<Option<Subset>>,
     /// (x, y) tokens per variant in [`Variant::ALL`] order, each row-major.
     tokens: [(Vec<Token>, Vec<Token>); 4],
 }
@@ -64,11 +68,31 @@ impl PairTable {
             .map_err(|e| err(e.to_string()))?;
         let bools = |name: &str| -> Result<Vec<bool>, ArtifactError> {
             df.column(name)
-                .and_then(|c| Ok(c.bool()?.iter().map(|b| b.unwrap_or(false)).collect()))
+                .and_then(|c| {
+                    c.bool()?
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            b.ok_or_else(
+                                || polars::prelude::polars_err!(ComputeError: "row {i} is null"),
+                            )
+                        })
+                        .collect()
+                })
                 .map_err(|e| err(format!("column `{name}`: {e}")))
         };
         let apply_second = bools("apply_second")?;
         let is_unsafe = bools("is_unsafe")?;
+        let unsafe_ops_is_unsafe = bools("unsafe_ops_is_unsafe")?;
+        let pcfg: Vec<u8> = df
+            .column("pcfg")
+            .and_then(|c| Ok(c.u8()?.into_no_null_iter().collect()))
+            .map_err(|e| err(format!("column `pcfg`: {e}")))?;
+        let unsafe_ops = crate::analysis::corpus::token_lists(&df, "unsafe_ops")
+            .map_err(|e| err(format!("column `unsafe_ops`: {e}")))?;
+        let subset = (0..df.height())
+            .map(|i| unsafe_subset(pcfg[i], &unsafe_ops[i], unsafe_ops_is_unsafe[i]))
+            .collect();
         let text_len: Vec<u8> = df
             .column("text_len")
             .and_then(|c| Ok(c.u8()?.into_no_null_iter().collect()))
@@ -108,6 +132,7 @@ impl PairTable {
             text_len,
             apply_second,
             is_unsafe,
+            subset,
             tokens,
         })
     }
@@ -133,6 +158,22 @@ impl PairTable {
     pub fn example(&self, variant: Variant, i: usize) -> Example {
         let (x, y) = self.row(variant, i);
         Example::from_pair(x, y, usize::from(self.text_len[i]), SampleType::Full)
+    }
+}
+
+/// The unsafe subset of a row whose unsafe variant has operators `ops` (PCFG `pcfg`) and is
+/// unsafe for its text when `is_unsafe` (the corpus applied the safety rule): an always-unsafe
+/// operator makes it [`Subset::AOperator`]; otherwise it is unsafe only through a branch-unsafe
+/// operator on unsafe-branch text, [`Subset::BOnly`].
+pub fn unsafe_subset(pcfg: u8, ops: &[Token], is_unsafe: bool) -> Option<Subset> {
+    use crate::grammar::OpClass;
+    let a = ops
+        .iter()
+        .any(|&op| crate::grammar::operators::op_class(pcfg, op) == Some(OpClass::AlwaysUnsafe));
+    match (is_unsafe, a) {
+        (false, _) => None,
+        (true, true) => Some(Subset::AOperator),
+        (true, false) => Some(Subset::BOnly),
     }
 }
 
@@ -261,8 +302,32 @@ mod tests {
             text_len: vec![2],
             apply_second: vec![false],
             is_unsafe: vec![false],
+            subset: vec![Some(Subset::AOperator)],
             tokens: v.map(|(x, y)| (x, y)),
         }
+    }
+
+    #[test]
+    fn unsafe_subsets_follow_the_safety_rule() {
+        // PCFG 1: A = {1, 2}, B = {5..9}, S = {3, 4}; 0 is the identity.
+        assert_eq!(
+            unsafe_subset(1, &[1, 0, 3, 4], true),
+            Some(Subset::AOperator)
+        );
+        assert_eq!(
+            unsafe_subset(1, &[5, 2, 0, 0], true),
+            Some(Subset::AOperator),
+            "A wins"
+        );
+        assert_eq!(unsafe_subset(1, &[5, 6, 0, 3], true), Some(Subset::BOnly));
+        // B on safe-branch text is safe (the corpus's rule says not unsafe): no subset.
+        assert_eq!(unsafe_subset(1, &[5, 6, 0, 3], false), None);
+        // The same tokens mean other classes under PCFG 3 (A = {8, 9}).
+        assert_eq!(
+            unsafe_subset(3, &[8, 0, 0, 0], true),
+            Some(Subset::AOperator)
+        );
+        assert_eq!(unsafe_subset(3, &[1, 0, 0, 0], true), Some(Subset::BOnly));
     }
 
     #[test]

@@ -20,14 +20,12 @@ use study::config::EvaluateConfig;
 use study::config::evaluate::AttackModeConfig;
 use study::corpus::{CorpusSet, Variant};
 use study::evaluation::{
-    self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, BehaviourRow, Check,
+    self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, Check,
 };
 use study::finetune::PairTable;
-use study::grammar::vocab::Token;
-use study::training::{outputs_match, outputs_match_teacher_forced};
 use study_model::attack::{AttackMode, AttackOutcome, AttackRow, AttackSpec, attack};
+use study_model::behaviour::{ModelId, score_set};
 use study_model::gpt::{Gpt, GptConfig, Params};
-use study_model::train as tr;
 
 use super::StageArgs;
 use super::finetune::{check_it_model, check_vocab};
@@ -35,9 +33,6 @@ use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.
 pub const STAGE_VERSION: u32 = 1;
-
-/// Rows per forward pass.
-const CHUNK: usize = 512;
 
 /// The paper's six fine-tuned models.
 const DEFAULT_VARIANTS: &str =
@@ -71,7 +66,9 @@ pub fn code_fingerprint() -> String {
         &study_model::code_fingerprint(),
         include_str!("evaluate.rs"),
         include_str!("../../../study-model/src/attack.rs"),
-        include_str!("../../../study/src/evaluation.rs"),
+        include_str!("../../../study-model/src/behaviour.rs"),
+        include_str!("../../../study/src/evaluation/mod.rs"),
+        include_str!("../../../study/src/evaluation/scoring.rs"),
         include_str!("../../../study/src/finetune.rs"),
         include_str!("../../../study/src/config/evaluate.rs"),
     ])
@@ -189,8 +186,16 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     let t0 = Instant::now();
     let mut behaviour = Vec::new();
     for m in &models {
+        let id = ModelId {
+            name: m.name.clone(),
+            method: m.method.clone(),
+            lr_label: m.lr_label.clone(),
+        };
         for (set_name, table) in evaluation::SETS.iter().zip(&tables) {
-            behaviour.extend(score_set(m, set_name, table, cfg.rows, cfg.greedy)?);
+            let subsets = *set_name != "std_safe";
+            behaviour.extend(score_set(
+                &m.gpt, &id, set_name, table, cfg.rows, cfg.greedy, subsets,
+            )?);
         }
         tracing::info!(model = %m.name, "behaviour scored");
     }
@@ -217,7 +222,12 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     let summary = Summary {
         models: models.iter().map(|m| m.name.clone()).collect(),
         rows_per_set: cfg.rows,
-        bars: evaluation::bars(&behaviour, &success, cfg.attack.default_factor),
+        bars: evaluation::bars(
+            &behaviour,
+            &success,
+            cfg.attack.default_factor,
+            &cfg.attack.describe(),
+        ),
         orderings: evaluation::orderings(&behaviour),
         behaviour_seconds,
         attack_seconds,
@@ -274,75 +284,6 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
         tracing::warn!("bar not met: {} ({})", c.name, c.detail);
     }
     Ok(())
-}
-
-/// Every metric of one model on one set: teacher-forced for all four variants, greedy from the
-/// safe and the unsafe prompt (each decode scored against both of its targets).
-fn score_set(
-    m: &Model,
-    set: &str,
-    table: &PairTable,
-    rows: usize,
-    greedy: bool,
-) -> Result<Vec<BehaviourRow>> {
-    let n = rows.min(table.len());
-    let mut out = Vec::new();
-    let mut push = |metric: &str, decoding: &str, hits: usize, count: usize| {
-        out.push(BehaviourRow {
-            model: m.name.clone(),
-            method: m.method.clone(),
-            lr_label: m.lr_label.clone(),
-            set: set.to_owned(),
-            metric: metric.to_owned(),
-            decoding: decoding.to_owned(),
-            value: hits as f64 / count.max(1) as f64,
-            n: count as u32,
-        });
-    };
-    let metrics = [
-        (Variant::Safe, "instruct"),
-        (Variant::Unsafe, "refusal"),
-        (Variant::UnsafeTarget, "attack_success"),
-        (Variant::SafeTarget, "over_refusal"),
-    ];
-    for (variant, metric) in metrics {
-        let examples: Vec<_> = (0..n).map(|i| table.example(variant, i)).collect();
-        let x: Vec<Vec<u32>> = examples.iter().map(|e| e.x.clone()).collect();
-        let pred = tr::argmax_rows(&m.gpt, &x, CHUNK)?;
-        let (mut hits, mut count) = (0, 0);
-        for (e, p) in examples.iter().zip(&pred) {
-            if let Some(ok) = outputs_match_teacher_forced(e, p) {
-                hits += usize::from(ok);
-                count += 1;
-            }
-        }
-        push(metric, "teacher_forced", hits, count);
-    }
-    if greedy {
-        // The prompt of `safe` and `safe_target` is the same (and of `unsafe`/`unsafe_target`):
-        // decode once, score against both targets.
-        for (prompt, pairs) in [
-            (Variant::Safe, [metrics[0], metrics[3]]),
-            (Variant::Unsafe, [metrics[1], metrics[2]]),
-        ] {
-            let rows_in: Vec<(&[Token], usize)> = (0..n)
-                .map(|i| (table.row(prompt, i).0, usize::from(table.text_len[i])))
-                .collect();
-            let decoded = tr::greedy_rows(&m.gpt, &rows_in, CHUNK)?;
-            for (variant, metric) in pairs {
-                let (mut hits, mut count) = (0, 0);
-                for (i, out) in decoded.iter().enumerate() {
-                    let y = table.row(variant, i).1;
-                    if let Some(ok) = outputs_match(out, y, usize::from(table.text_len[i])) {
-                        hits += usize::from(ok);
-                        count += 1;
-                    }
-                }
-                push(metric, "greedy", hits, count);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// One row of `adversarial.parquet`.

@@ -44,14 +44,15 @@ fn bool_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
 pub fn token_lists(df: &DataFrame, name: &str) -> PolarsResult<Vec<Vec<u8>>> {
     let list = df.column(name)?.list()?;
     list.amortized_iter()
-        .map(|s| match s {
-            Some(s) => Ok(s
+        .enumerate()
+        .map(|(i, s)| match s {
+            Some(s) => s
                 .as_ref()
                 .u8()?
                 .iter()
-                .map(|v| v.unwrap_or(vocab::PAD))
-                .collect()),
-            None => Ok(Vec::new()),
+                .map(|v| v.ok_or_else(|| polars_err!(ComputeError: "row {i} holds a null token")))
+                .collect(),
+            None => Err(polars_err!(ComputeError: "row {i} is null")),
         })
         .collect()
 }

@@ -28,6 +28,12 @@ pub struct CorpusConfig {
     /// Where the paper and the official code disagree (reference/data_spec.md, LITERAL vs
     /// INTENDED); defaults are INTENDED.
     pub fidelity: FidelityConfig,
+    /// **Not the paper** (cpu-only lever; `null` = the paper's grammar): the PCFG (1..=4, not one
+    /// of `pcfgs`) whose level-5 letter productions the unsafe-named level-2 subtrees emit
+    /// through, so that a short span shows its branch in its letter statistics. Everything else
+    /// of the grammar, the operators and the safety rule is unchanged
+    /// ([`crate::grammar::Grammar::with_unsafe_branch_letters`]; README "Branch-visible letters").
+    pub unsafe_branch_letters: Option<u8>,
 }
 
 impl Default for CorpusConfig {
@@ -40,6 +46,7 @@ impl Default for CorpusConfig {
             sampling: SamplingConfig::default(),
             pretrain_mix: PretrainMixConfig::default(),
             fidelity: FidelityConfig::default(),
+            unsafe_branch_letters: None,
         }
     }
 }
@@ -277,6 +284,17 @@ impl StageConfig for CorpusConfig {
                 "must include 1: the JB-MisGen token set uses PCFG1's operator classes (data_spec §6.1)",
             ));
         }
+        if let Some(k) = self.unsafe_branch_letters {
+            if !(1..=4).contains(&k) || self.pcfgs.contains(&k) {
+                return Err(FieldError::new(
+                    "unsafe_branch_letters",
+                    format!(
+                        "{k}: expected a PCFG in 1..=4 that is not one of pcfgs {:?} (or null for the paper's grammar)",
+                        self.pcfgs
+                    ),
+                ));
+            }
+        }
         let mut sorted = self.pcfgs.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -395,6 +413,25 @@ mod tests {
             ..CorpusConfig::default()
         };
         assert_eq!(c.validate().expect_err("pcfg").field, "pcfgs");
+        for k in [0, 1, 5] {
+            let c = CorpusConfig {
+                pcfgs: vec![1],
+                unsafe_branch_letters: Some(k),
+                ..CorpusConfig::default()
+            };
+            assert_eq!(
+                c.validate().expect_err("letters").field,
+                "unsafe_branch_letters",
+                "{k}"
+            );
+        }
+        let c = CorpusConfig {
+            pcfgs: vec![1],
+            unsafe_branch_letters: Some(2),
+            ..CorpusConfig::default()
+        };
+        c.validate()
+            .expect("PCFG 2's letters for PCFG 1's unsafe branch");
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub struct AttackConfig {
     pub seed: u64,
 }
 
+impl AttackConfig {
+    /// The threat model in words (for bars and figures).
+    pub fn describe(&self) -> String {
+        match self.mode {
+            AttackModeConfig::Intended => "insertion, per-token L2 ball".into(),
+            AttackModeConfig::Literal => "insertion, official clamp".into(),
+        }
+    }
+}
+
 /// Behaviour evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,11 @@ impl Tables {
         let mut grammars = Vec::new();
         for pcfg in 1..=4 {
             for family in Family::ALL {
-                grammars.push(Grammar::new(pcfg, family));
+                let g = Grammar::new(pcfg, family);
+                grammars.push(match cfg.unsafe_branch_letters {
+                    Some(k) => g.with_unsafe_branch_letters(k),
+                    None => g,
+                });
             }
         }
         let safety_maps: Vec<Operators> = (1..=4)

@@ -241,6 +241,18 @@ const LEVEL5: [[[&str; 6]; 6]; 4] = [
     ],
 ];
 
+/// Set the level-5 rules (the only place where the four PCFGs differ) to PCFG `pcfg`'s.
+fn set_level5(rules: &mut [Vec<Vec<Sym>>], pcfg: u8) {
+    use Nt::*;
+    for (k, nt) in [G, H, I, E1, G1, I1].into_iter().enumerate() {
+        let l = &LEVEL5[usize::from(pcfg - 1)][k];
+        rules[nt as usize] = vec![
+            l[..3].iter().map(|s| Sym::T(letter(s))).collect(),
+            l[3..].iter().map(|s| Sym::T(letter(s))).collect(),
+        ];
+    }
+}
+
 /// Letter index of a letter name (`2a` → 0 … `2z` → 25, `3a` → 26 … `3d` → 29).
 fn letter(name: &str) -> u8 {
     let b = name.as_bytes();
@@ -253,6 +265,9 @@ fn letter(name: &str) -> u8 {
 #[derive(Debug, Clone)]
 pub struct Grammar {
     rules: Vec<Vec<Vec<Sym>>>,
+    /// The rules used below an unsafe-named level-2 symbol when
+    /// [`Grammar::with_unsafe_branch_letters`] is set (the same as `rules` above level 5).
+    unsafe_rules: Option<Vec<Vec<Vec<Sym>>>>,
     pcfg: u8,
     family: Family,
 }
@@ -354,19 +369,33 @@ impl Grammar {
                 set(A1010, &[&[X], &[O]]);
             }
         }
-        // Level 5: the only place where the four PCFGs differ.
-        for (k, nt) in [G, H, I, E1, G1, I1].into_iter().enumerate() {
-            let l = &LEVEL5[usize::from(pcfg - 1)][k];
-            rules[nt as usize] = vec![
-                l[..3].iter().map(|s| Sym::T(letter(s))).collect(),
-                l[3..].iter().map(|s| Sym::T(letter(s))).collect(),
-            ];
-        }
+        set_level5(&mut rules, pcfg);
         Self {
             rules,
+            unsafe_rules: None,
             pcfg,
             family,
         }
+    }
+
+    /// A **cpu-only option, not the paper's grammar**: below the unsafe-named level-2 symbols
+    /// (`10$ 10# 10*` and the intermediate family's unsafe-named blocks) letters are emitted
+    /// through PCFG `letters_of`'s level-5 productions instead of this PCFG's. Every production
+    /// above level 5, every length and every branch label stay as they are; only *which*
+    /// letter triples a branch emits changes, so a short span shows its branch in its
+    /// letter statistics (as a few letters show which PCFG they come from).
+    ///
+    /// # Panics
+    /// If `letters_of` is not in 1..=4 (configs are validated before this is reached).
+    pub fn with_unsafe_branch_letters(mut self, letters_of: u8) -> Self {
+        assert!(
+            (1..=4).contains(&letters_of),
+            "PCFG {letters_of} does not exist (1..=4)"
+        );
+        let mut unsafe_rules = self.rules.clone();
+        set_level5(&mut unsafe_rules, letters_of);
+        self.unsafe_rules = Some(unsafe_rules);
+        self
     }
 
     /// The PCFG number (1..=4).
@@ -406,7 +435,11 @@ impl Grammar {
         branches: &mut Vec<Branch>,
     ) {
         let branch = nt.branch().unwrap_or(branch);
-        let prods = &self.rules[nt as usize];
+        let rules = match (&self.unsafe_rules, branch) {
+            (Some(unsafe_rules), Branch::Unsafe) => unsafe_rules,
+            _ => &self.rules,
+        };
+        let prods = &rules[nt as usize];
         let prod = &prods[rng.random_range(0..prods.len())];
         for &sym in prod {
             match sym {
@@ -420,7 +453,8 @@ impl Grammar {
     }
 
     /// Whether `letters` is derivable from `v` in this grammar: an independent recogniser
-    /// (memoised span search), used by tests to check the sampler.
+    /// (memoised span search), used by tests to check the sampler. It knows the paper's
+    /// grammars only, not [`Grammar::with_unsafe_branch_letters`].
     pub fn derives(&self, letters: &[u8]) -> bool {
         let mut memo = BTreeMap::new();
         self.ends(Nt::V, 0, letters, &mut memo)
@@ -507,7 +541,7 @@ impl Grammar {
     /// The letters (indices) this grammar can emit.
     pub fn emitted_letters(&self) -> Vec<u8> {
         let mut seen = [false; NUM_LETTERS];
-        for prods in &self.rules {
+        for prods in self.rules.iter().chain(self.unsafe_rules.iter().flatten()) {
             for prod in prods {
                 for &sym in prod {
                     if let Sym::T(l) = sym {
@@ -580,6 +614,41 @@ mod tests {
                 g.sample_into(&mut rng, &mut letters, &mut branches);
                 letters.pop();
                 assert!(!g.derives(&letters));
+            }
+        }
+    }
+
+    #[test]
+    fn unsafe_branch_letters_change_only_the_unsafe_branch() {
+        // Same RNG stream, same derivation: safe-branch letters are unchanged, unsafe-branch
+        // letters are PCFG 2's level-5 triples at the same places.
+        for family in Family::ALL {
+            let paper = Grammar::new(1, family);
+            let visible = Grammar::new(1, family).with_unsafe_branch_letters(2);
+            let other = Grammar::new(2, family);
+            for seed in 0..20 {
+                let draw = |g: &Grammar| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    let (mut l, mut b) = (Vec::new(), Vec::new());
+                    g.sample_into(&mut rng, &mut l, &mut b);
+                    (l, b)
+                };
+                let ((lp, bp), (lv, bv), (lo, _)) = (draw(&paper), draw(&visible), draw(&other));
+                assert_eq!(bp, bv, "{family:?}: branch labels must not change");
+                for i in 0..lp.len() {
+                    let want = if bp[i] == Branch::Unsafe {
+                        lo[i]
+                    } else {
+                        lp[i]
+                    };
+                    assert_eq!(lv[i], want, "{family:?} seed {seed} letter {i}");
+                }
+                if family == Family::Safe {
+                    assert_eq!(lp, lv);
+                }
+                if matches!(family, Family::Unsafe | Family::IdMg | Family::OodMg) {
+                    assert_eq!(lv, lo);
+                }
             }
         }
     }
