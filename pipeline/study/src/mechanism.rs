@@ -24,6 +24,7 @@
 pub mod controls;
 pub mod linalg;
 pub mod matrix;
+pub mod spectra;
 #[cfg(test)]
 mod testing;
 
