@@ -21,6 +21,7 @@
 //! Random controls ([`controls`]) keep a matrix's singular values and draw Haar singular
 //! vectors from a ChaCha8 stream keyed by an explicit `u64` seed and the draw index.
 
+pub mod alignment;
 pub mod controls;
 pub mod linalg;
 pub mod matrix;
