@@ -22,6 +22,7 @@
 //! vectors from a ChaCha8 stream keyed by an explicit `u64` seed and the draw index.
 
 pub mod alignment;
+pub mod clusters;
 pub mod controls;
 pub mod linalg;
 pub mod matrix;
