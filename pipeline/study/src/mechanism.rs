@@ -24,6 +24,7 @@
 pub mod alignment;
 pub mod clusters;
 pub mod controls;
+pub mod direction;
 pub mod linalg;
 pub mod matrix;
 pub mod spectra;
