@@ -25,8 +25,11 @@ pub mod alignment;
 pub mod clusters;
 pub mod controls;
 pub mod direction;
+pub mod interpolation;
 pub mod linalg;
+pub mod lipschitz;
 pub mod matrix;
+pub mod reference;
 pub mod spectra;
 #[cfg(test)]
 mod testing;
