@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod figures;
 pub mod finetune;
 pub mod grammar;
+pub mod scoring;
 pub mod training;
 
 pub use artifacts::{Catalog, Stage};
