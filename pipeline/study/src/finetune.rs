@@ -328,6 +328,32 @@ mod tests {
             Some(Subset::AOperator)
         );
         assert_eq!(unsafe_subset(3, &[1, 0, 0, 0], true), Some(Subset::BOnly));
+        // Exhaustively against the safety rule: for every operator pair (aliases included), PCFG
+        // and branch, a row has a subset iff the rule calls it unsafe, and `a_operator` iff an
+        // always-unsafe operator is present.
+        use crate::grammar::operators::{is_unsafe, op_class};
+        use crate::grammar::vocab::{DUP1, EOT, VOCAB_SIZE};
+        use crate::grammar::{Branch, MixedText, OpClass};
+        let ops_and_aliases: Vec<Token> = (0..EOT).chain(DUP1..VOCAB_SIZE as Token).collect();
+        for pcfg in 1..=4 {
+            for &a in &ops_and_aliases {
+                for &b in &ops_and_aliases {
+                    for branch in [Branch::Safe, Branch::Unsafe, Branch::Mixed] {
+                        let ops = [a, b, 0, 0];
+                        let rule = is_unsafe(pcfg, &ops, branch, MixedText::Unsafe);
+                        let has_a = ops
+                            .iter()
+                            .any(|&o| op_class(pcfg, o) == Some(OpClass::AlwaysUnsafe));
+                        let want = rule.then_some(if has_a {
+                            Subset::AOperator
+                        } else {
+                            Subset::BOnly
+                        });
+                        assert_eq!(unsafe_subset(pcfg, &ops, rule), want, "{pcfg} {ops:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

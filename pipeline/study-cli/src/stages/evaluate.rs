@@ -23,7 +23,9 @@ use study::evaluation::{
     self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, Check,
 };
 use study::finetune::PairTable;
-use study_model::attack::{AttackMode, AttackOutcome, AttackRow, AttackSpec, attack};
+use study_model::attack::{
+    AttackMode, AttackOutcome, AttackRow, AttackSpec, Placement, attack_placed,
+};
 use study_model::behaviour::{ModelId, score_set};
 use study_model::gpt::{Gpt, GptConfig, Params};
 
@@ -291,6 +293,7 @@ struct AdvRow {
     model: String,
     method: String,
     mode: &'static str,
+    placement: String,
     factor: f64,
     n_soft: u32,
     steps: u32,
@@ -323,6 +326,11 @@ fn run_attacks(
         AttackModeConfig::Intended => AttackMode::Intended,
         AttackModeConfig::Literal => AttackMode::Literal,
     };
+    let placement = Placement::from_config(a);
+    let placement_name = match a.perturbed() {
+        None => "insert".to_owned(),
+        Some(p) => format!("perturb_{}", p.as_str()),
+    };
     let mut out = Vec::new();
     let mut emb = Embeddings::new();
     for m in models.iter().filter(|m| m.method != "it") {
@@ -334,9 +342,19 @@ fn run_attacks(
                 mode,
                 seed: a.seed,
             };
-            let outcomes = attack(&m.gpt, &rows, &spec)
+            let outcomes = attack_placed(&m.gpt, &rows, &spec, placement)
                 .with_context(|| format!("attacking {} at budget {factor}", m.name))?;
-            let n = spec.soft_tokens();
+            // Rows of δ per attacked input; they must agree to stack into one tensor.
+            let lens: std::collections::BTreeSet<usize> = rows
+                .iter()
+                .map(|r| placement.delta_len(&spec, r.text_len))
+                .collect();
+            let n = match lens.into_iter().collect::<Vec<_>>()[..] {
+                [n] => n,
+                ref many => anyhow::bail!(
+                    "evaluate.yaml `attack`: {placement_name} gives {many:?} perturbed positions for rows of different text lengths, which cannot be stored as one tensor; use `perturb_positions: prefix` or `operators`"
+                ),
+            };
             let d = m.gpt.config().n_embd;
             let flat: Vec<f32> = outcomes
                 .iter()
@@ -364,6 +382,7 @@ fn run_attacks(
                         AttackMode::Intended => "intended",
                         AttackMode::Literal => "literal",
                     },
+                    placement: placement_name.clone(),
                     factor,
                     n_soft: n as u32,
                     steps: a.steps as u32,
@@ -383,6 +402,7 @@ fn adversarial_frame(rows: &[AdvRow]) -> Result<study::polars::prelude::DataFram
         "model" => rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         "method" => rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
         "mode" => rows.iter().map(|r| r.mode).collect::<Vec<_>>(),
+        "placement" => rows.iter().map(|r| r.placement.as_str()).collect::<Vec<_>>(),
         "factor" => rows.iter().map(|r| r.factor).collect::<Vec<_>>(),
         "n_soft" => rows.iter().map(|r| r.n_soft).collect::<Vec<_>>(),
         "steps" => rows.iter().map(|r| r.steps).collect::<Vec<_>>(),

@@ -16,6 +16,46 @@ pub enum AttackModeConfig {
     Literal,
 }
 
+/// Where the attack's free vectors go, orthogonal to the threat model (`study_model::attack::
+/// Placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackPlacementConfig {
+    /// The paper's attack: `n_soft` soft tokens inserted between the text and EOT (default;
+    /// EOT and the outputs shift right by `n_soft`).
+    #[default]
+    Insert,
+    /// Additive perturbations of existing prompt embeddings at `perturb_positions`; no token is
+    /// added, no position moves, and `n_soft` is not used.
+    Perturb,
+}
+
+/// Which prompt positions `placement: perturb` perturbs (full row coordinates; EOT and the
+/// outputs are never perturbed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerturbPositionsConfig {
+    /// BOS, the four operator slots and SOT (positions 0–5); the operand text keeps its clean
+    /// embeddings (default).
+    #[default]
+    Prefix,
+    /// The four operator slots (positions 1–4).
+    Operators,
+    /// Every prompt position, text included (0 … L+5; δ then has L + 6 rows).
+    AllPrompt,
+}
+
+impl PerturbPositionsConfig {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefix => "prefix",
+            Self::Operators => "operators",
+            Self::AllPrompt => "all_prompt",
+        }
+    }
+}
+
 /// The soft-token attack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +65,8 @@ pub struct AttackConfig {
     /// Rows attacked per model (first rows of the set whose unsafe operators sit in the first
     /// pair; the official analysis attacks 1000 one by one).
     pub rows: usize,
-    /// Soft tokens (README: 2; dev runs 3/6/9; the released code 10 = the steps).
+    /// Soft tokens (README: 2; dev runs 3/6/9; the released code 10 = the steps); insertion
+    /// only.
     pub n_soft: usize,
     /// Optimisation steps (official 10).
     pub steps: usize,
@@ -38,14 +79,34 @@ pub struct AttackConfig {
     /// Seed of the soft tokens' initialisation.
     #[serde(default)]
     pub seed: u64,
+    /// Insert soft tokens (the paper's, default) or perturb existing prompt positions.
+    #[serde(default)]
+    pub placement: AttackPlacementConfig,
+    /// The positions perturbed under `placement: perturb` (absent: `prefix`); must be absent
+    /// under `placement: insert`.
+    #[serde(default)]
+    pub perturb_positions: Option<PerturbPositionsConfig>,
 }
 
 impl AttackConfig {
-    /// The threat model in words (for bars and figures).
+    /// The perturbed positions under `placement: perturb` (`prefix` when not given); `None`
+    /// under `placement: insert`.
+    pub fn perturbed(&self) -> Option<PerturbPositionsConfig> {
+        match self.placement {
+            AttackPlacementConfig::Insert => None,
+            AttackPlacementConfig::Perturb => Some(self.perturb_positions.unwrap_or_default()),
+        }
+    }
+
+    /// The placement and threat model in words (for bars and figures).
     pub fn describe(&self) -> String {
-        match self.mode {
-            AttackModeConfig::Intended => "insertion, per-token L2 ball".into(),
-            AttackModeConfig::Literal => "insertion, official clamp".into(),
+        let ball = match self.mode {
+            AttackModeConfig::Intended => "per-token L2 ball",
+            AttackModeConfig::Literal => "official clamp",
+        };
+        match self.perturbed() {
+            None => format!("insertion of {} soft tokens, {ball}", self.n_soft),
+            Some(p) => format!("perturbation of the {} positions, {ball}", p.as_str()),
         }
     }
 }
@@ -97,6 +158,94 @@ impl StageConfig for EvaluateConfig {
                 ),
             ));
         }
+        match (a.placement, a.perturb_positions, a.mode) {
+            (AttackPlacementConfig::Insert, Some(p), _) => {
+                return Err(FieldError::new(
+                    "attack.perturb_positions",
+                    format!(
+                        "{} applies to placement: perturb only; drop it or set attack.placement: perturb",
+                        serde_json::to_string(&p).unwrap_or_default()
+                    ),
+                ));
+            }
+            (AttackPlacementConfig::Perturb, _, AttackModeConfig::Literal) => {
+                return Err(FieldError::new(
+                    "attack.placement",
+                    "perturb needs mode: intended (literal reproduces the official insertion)",
+                ));
+            }
+            _ => {}
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_yaml;
+    use std::path::Path;
+
+    const BASE: &str = "rows: 8\nattack:\n  set: std_unsafe\n  rows: 4\n  n_soft: 2\n  steps: 10\n  budget_factors: [0.5, 1.0]\n  default_factor: 1.0\n  mode: intended\n";
+
+    fn parse(extra: &str, overrides: &[&str]) -> Result<EvaluateConfig, String> {
+        let ov: Vec<String> = overrides.iter().map(|s| (*s).to_owned()).collect();
+        from_yaml(&format!("{BASE}{extra}"), Path::new("evaluate.yaml"), &ov)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn placement_defaults_to_insert_and_parses_snake_case() {
+        let c = parse("", &[]).expect("valid");
+        assert_eq!(c.attack.placement, AttackPlacementConfig::Insert);
+        assert_eq!(c.attack.perturb_positions, None);
+        assert_eq!(c.attack.perturbed(), None);
+        let c = parse("  placement: perturb\n", &[]).expect("valid");
+        assert_eq!(c.attack.perturbed(), Some(PerturbPositionsConfig::Prefix));
+        let c = parse(
+            "  placement: perturb\n  perturb_positions: all_prompt\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.attack.perturbed(),
+            Some(PerturbPositionsConfig::AllPrompt)
+        );
+        let c = parse(
+            "  placement: perturb\n  perturb_positions: operators\n",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.attack.perturbed(),
+            Some(PerturbPositionsConfig::Operators)
+        );
+        // Overrides reach both keys (they are always serialised).
+        let c = parse(
+            "",
+            &[
+                "attack.placement=perturb",
+                "attack.perturb_positions=operators",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.attack.perturbed(),
+            Some(PerturbPositionsConfig::Operators)
+        );
+        assert!(
+            parse("  placement: shift\n", &[])
+                .expect_err("unknown")
+                .contains("shift")
+        );
+    }
+
+    #[test]
+    fn placement_combinations_are_validated() {
+        let e = parse("  perturb_positions: prefix\n", &[]).expect_err("insert + positions");
+        assert!(e.contains("attack.perturb_positions"), "{e}");
+        let e = parse("  placement: perturb\n", &["attack.mode=literal"]).expect_err("literal");
+        assert!(e.contains("attack.placement"), "{e}");
+        assert!(parse("", &["attack.mode=literal"]).is_ok());
     }
 }

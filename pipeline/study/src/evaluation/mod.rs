@@ -34,7 +34,7 @@ pub const JAILBREAKS: [&str; 4] = [
 /// Version of the behaviour table's schema.
 pub const BEHAVIOUR_SCHEMA_VERSION: u32 = 2;
 /// Version of the adversarial table's schema.
-pub const ADVERSARIAL_SCHEMA_VERSION: u32 = 1;
+pub const ADVERSARIAL_SCHEMA_VERSION: u32 = 2;
 /// File name of the behaviour table.
 pub const BEHAVIOUR_FILE: &str = "behaviour.parquet";
 /// File name of the attack table.
@@ -219,7 +219,8 @@ pub fn read_evaluation(catalog: &crate::Catalog) -> Result<Evaluated, artifacts:
     })
 }
 
-/// The schema of `adversarial.parquet` (one row per attacked sample, model and budget).
+/// The schema of `adversarial.parquet` (one row per attacked sample, model and budget;
+/// `placement` is `insert` or `perturb_<positions>`, `n_soft` the rows of δ).
 pub fn adversarial_schema() -> TableSchema {
     TableSchema {
         table: "adversarial",
@@ -228,6 +229,7 @@ pub fn adversarial_schema() -> TableSchema {
             ("model", DataType::String),
             ("method", DataType::String),
             ("mode", DataType::String),
+            ("placement", DataType::String),
             ("factor", DataType::Float64),
             ("n_soft", DataType::UInt32),
             ("steps", DataType::UInt32),
