@@ -115,6 +115,19 @@ pub struct RowScores {
     pub first_token: bool,
 }
 
+impl RowScores {
+    /// The scores of the scored output tokens, in order (`true` = matches); `None` when there
+    /// are none.
+    fn of(scored: &[bool]) -> Option<Self> {
+        let first = *scored.first()?;
+        Some(Self {
+            exact_match: scored.iter().all(|&ok| ok),
+            token_accuracy: scored.iter().filter(|&&ok| ok).count() as f64 / scored.len() as f64,
+            first_token: first,
+        })
+    }
+}
+
 /// Scores of a model-coordinate example from its per-position argmax `pred` (teacher-forced):
 /// the output windows S1 (with its stop) and S2, at every position whose target is not pad.
 /// `None` when the example targets no output position.
@@ -126,12 +139,7 @@ pub fn teacher_forced_scores(ex: &Example, pred: &[u32]) -> Option<RowScores> {
         .filter(|&t| ex.y[t] != pad)
         .map(|t| pred[t] == ex.y[t])
         .collect();
-    let first = *scored.first()?;
-    Some(RowScores {
-        exact_match: scored.iter().all(|&ok| ok),
-        token_accuracy: scored.iter().filter(|&&ok| ok).count() as f64 / scored.len() as f64,
-        first_token: first,
-    })
+    RowScores::of(&scored)
 }
 
 /// Scores of a greedy-decoded row `out` (full coordinates) against target `y` (full
@@ -143,12 +151,7 @@ pub fn greedy_scores(out: &[u32], y: &[Token], text_len: usize) -> Option<RowSco
         .filter(|&p| y[p] != PAD)
         .map(|p| out[p] == u32::from(y[p]))
         .collect();
-    let first = *scored.first()?;
-    Some(RowScores {
-        exact_match: scored.iter().all(|&ok| ok),
-        token_accuracy: scored.iter().filter(|&&ok| ok).count() as f64 / scored.len() as f64,
-        first_token: first,
-    })
+    RowScores::of(&scored)
 }
 
 /// One tallied cell: (metric, decoding, score, subset).
