@@ -284,16 +284,16 @@ impl StageConfig for CorpusConfig {
                 "must include 1: the JB-MisGen token set uses PCFG1's operator classes (data_spec §6.1)",
             ));
         }
-        if let Some(k) = self.unsafe_branch_letters {
-            if !(1..=4).contains(&k) || self.pcfgs.contains(&k) {
-                return Err(FieldError::new(
-                    "unsafe_branch_letters",
-                    format!(
-                        "{k}: expected a PCFG in 1..=4 that is not one of pcfgs {:?} (or null for the paper's grammar)",
-                        self.pcfgs
-                    ),
-                ));
-            }
+        if let Some(k) = self.unsafe_branch_letters
+            && (!(1..=4).contains(&k) || self.pcfgs.contains(&k))
+        {
+            return Err(FieldError::new(
+                "unsafe_branch_letters",
+                format!(
+                    "{k}: expected a PCFG in 1..=4 that is not one of pcfgs {:?} (or null for the paper's grammar)",
+                    self.pcfgs
+                ),
+            ));
         }
         let mut sorted = self.pcfgs.clone();
         sorted.sort_unstable();

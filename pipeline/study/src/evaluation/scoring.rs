@@ -273,10 +273,7 @@ mod tests {
         let t = letter_token;
         let y = row([NULL_LETTER, NULL_LETTER], [NULL_LETTER, NULL_LETTER]);
         let out: Vec<u32> = y.iter().map(|&v| u32::from(v)).collect();
-        assert_eq!(
-            greedy_scores(&out, &y, 2).expect("scored").exact_match,
-            true
-        );
+        assert!(greedy_scores(&out, &y, 2).expect("scored").exact_match);
         let mut wrong = out.clone();
         wrong[Window::S2.full_range(2).start] = u32::from(t(7));
         let s = greedy_scores(&wrong, &y, 2).expect("scored");
