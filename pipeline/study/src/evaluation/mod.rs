@@ -294,15 +294,27 @@ fn value_in(
     subset: Subset,
 ) -> Option<f64> {
     rows.iter()
-        .find(|r| {
-            r.model == model
-                && r.set == set
-                && r.metric == metric
-                && r.subset == subset
-                && r.decoding == Decoding::Greedy
-                && r.score == Score::ExactMatch
-        })
+        .find(|r| r.model == model && r.set == set && is_greedy_exact(r, metric, subset))
         .map(|r| r.value)
+}
+
+/// Whether `r` is the greedy exact-match cell of `metric` on `subset`.
+fn is_greedy_exact(r: &BehaviourRow, metric: Metric, subset: Subset) -> bool {
+    r.metric == metric
+        && r.subset == subset
+        && r.decoding == Decoding::Greedy
+        && r.score == Score::ExactMatch
+}
+
+/// The models of `rows`, in the order they first appear (the stage writes IT first).
+fn models_in_order(rows: &[BehaviourRow]) -> Vec<&str> {
+    let mut models: Vec<&str> = Vec::new();
+    for r in rows {
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+    }
+    models
 }
 
 /// The behaviour bars (greedy exact match; the behaviour issue's list), from behaviour rows and
@@ -436,10 +448,7 @@ pub fn bars(
 
 /// Whether `r` is a headline cell of `metric`: greedy exact match over all rows.
 fn is_headline(r: &BehaviourRow, metric: Metric) -> bool {
-    r.metric == metric
-        && r.subset == Subset::All
-        && r.decoding == Decoding::Greedy
-        && r.score == Score::ExactMatch
+    is_greedy_exact(r, metric, Subset::All)
 }
 
 /// The paper's orderings (C2), stated as checks that report agreement rather than gate anything:
@@ -528,12 +537,10 @@ pub const TABLE1_COLUMNS: [(&str, Metric); 7] = [
 
 /// Build [`Table1`] from behaviour rows and the attack's success per (model, factor).
 pub fn table1(rows: &[BehaviourRow], attack: &BTreeMap<(String, u64), (f64, usize)>) -> Table1 {
-    let mut models: Vec<String> = Vec::new();
-    for r in rows {
-        if !models.contains(&r.model) {
-            models.push(r.model.clone());
-        }
-    }
+    let models: Vec<String> = models_in_order(rows)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let values = models
         .iter()
         .map(|m| {
@@ -597,12 +604,7 @@ pub fn subset_markdown(rows: &[BehaviourRow], set: &str, metric: Metric) -> Stri
         (Decoding::TeacherForced, Score::TokenAccuracy, "token acc."),
         (Decoding::Greedy, Score::FirstToken, "first token"),
     ];
-    let mut models: Vec<&str> = Vec::new();
-    for r in rows {
-        if !models.contains(&r.model.as_str()) {
-            models.push(&r.model);
-        }
-    }
+    let models = models_in_order(rows);
     let mut out = format!("{set} {metric}\n\n| model |");
     for sub in Subset::ALL {
         for (_, _, name) in &scores {
