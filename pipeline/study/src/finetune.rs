@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::artifacts::{ArtifactError, Catalog};
+use crate::config::finetune::ScoreMasks;
 use crate::corpus::{CorpusSet, Variant, read_set};
 use crate::evaluation::Subset;
 use crate::grammar::SampleType;
@@ -200,12 +201,21 @@ fn nonpad_mask(y: &[Token]) -> Vec<f32> {
         .collect()
 }
 
-/// The official pairs of rows `rows` (table, row index) for one batch kind.
-pub fn pair_examples(rows: &[(&PairTable, usize)], unsafe_batch: bool) -> PairExamples {
+/// The official pairs of rows `rows` (table, row index) for one batch kind, with score masks
+/// `masks`.
+pub fn pair_examples(
+    rows: &[(&PairTable, usize)],
+    unsafe_batch: bool,
+    masks: ScoreMasks,
+) -> PairExamples {
     let (c, r) = if unsafe_batch {
         (Variant::Unsafe, Variant::UnsafeTarget)
     } else {
         (Variant::Safe, Variant::SafeTarget)
+    };
+    let (mc, mr) = match masks {
+        ScoreMasks::Official => (Variant::Unsafe, Variant::UnsafeTarget),
+        ScoreMasks::OwnPair => (c, r),
     };
     PairExamples {
         unsafe_batch,
@@ -213,11 +223,11 @@ pub fn pair_examples(rows: &[(&PairTable, usize)], unsafe_batch: bool) -> PairEx
         rejected: rows.iter().map(|(t, i)| t.example(r, *i)).collect(),
         mask_chosen: rows
             .iter()
-            .map(|(t, i)| nonpad_mask(t.row(Variant::Unsafe, *i).1))
+            .map(|(t, i)| nonpad_mask(t.row(mc, *i).1))
             .collect(),
         mask_rejected: rows
             .iter()
-            .map(|(t, i)| nonpad_mask(t.row(Variant::UnsafeTarget, *i).1))
+            .map(|(t, i)| nonpad_mask(t.row(mr, *i).1))
             .collect(),
     }
 }
@@ -239,6 +249,8 @@ pub struct BatchSpec<'a> {
     pub seed: u64,
     /// The variant's name (each variant samples its own stream).
     pub variant: &'a str,
+    /// Score masks of the pairs.
+    pub masks: ScoreMasks,
 }
 
 /// The batch of 0-based step `step`: a ChaCha8 stream keyed by (seed, variant, step), so any
@@ -261,7 +273,7 @@ pub fn finetune_batch(spec: &BatchSpec<'_>, step: usize) -> PairExamples {
             (table, rng.random_range(0..table.len()))
         })
         .collect();
-    pair_examples(&rows, unsafe_batch)
+    pair_examples(&rows, unsafe_batch, spec.masks)
 }
 
 #[cfg(test)]
@@ -361,13 +373,13 @@ mod tests {
         let t = table();
         let s = Spans::new(2);
         let seg1: Vec<usize> = (s.b1().start - 1..s.b1().end).collect(); // model coords, + stop
-        let unsafe_pairs = pair_examples(&[(&t, 0)], true);
+        let unsafe_pairs = pair_examples(&[(&t, 0)], true, ScoreMasks::Official);
         // Chosen: refusal letters on S1; rejected: the compliant letters.
         let c = &unsafe_pairs.chosen[0];
         assert_eq!(c.y[seg1[0]], u32::from(NULL_LETTER));
         let r = &unsafe_pairs.rejected[0];
         assert_eq!(r.y[seg1[0]], 40);
-        let safe_pairs = pair_examples(&[(&t, 0)], false);
+        let safe_pairs = pair_examples(&[(&t, 0)], false, ScoreMasks::Official);
         assert_eq!(safe_pairs.chosen[0].y[seg1[0]], 32);
         assert_eq!(safe_pairs.rejected[0].y[seg1[0]], u32::from(NULL_LETTER));
         // Masks are the unsafe pair's non-pad positions in both batch kinds.
@@ -384,6 +396,23 @@ mod tests {
         assert!(m[..4].iter().all(|&v| v == 0.0));
         assert_eq!(m[4], 1.0, "SOT");
         assert!(m[s.text().start - 1..s.eot()].iter().all(|&v| v == 0.0));
+        // Own-pair masks: a safe batch scores its own outputs, both of them.
+        let own = pair_examples(&[(&t, 0)], false, ScoreMasks::OwnPair);
+        assert_eq!(own.mask_chosen[0], nonpad_mask(t.row(Variant::Safe, 0).1));
+        assert_eq!(
+            own.mask_chosen[0][s.b2().start - 1],
+            1.0,
+            "the true S2 counts"
+        );
+        assert_eq!(
+            own.mask_rejected[0],
+            nonpad_mask(t.row(Variant::SafeTarget, 0).1)
+        );
+        let own_unsafe = pair_examples(&[(&t, 0)], true, ScoreMasks::OwnPair);
+        assert_eq!(
+            own_unsafe.mask_chosen, unsafe_pairs.mask_chosen,
+            "unsafe batches: the same"
+        );
     }
 
     #[test]
@@ -399,6 +428,7 @@ mod tests {
             batch_size: 4,
             seed: 7,
             variant: "ssft-medium",
+            masks: ScoreMasks::Official,
         };
         assert_eq!(finetune_batch(&spec, 3), finetune_batch(&spec, 3));
         let kinds: Vec<bool> = (0..400)

@@ -252,6 +252,7 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
         batch_size: cfg.batch_size,
         seed: cfg.seed,
         variant: &name,
+        masks: cfg.score_masks,
     };
     let _span = tracing::info_span!("finetune", variant = %name).entered();
     tracing::info!(

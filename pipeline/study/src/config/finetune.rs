@@ -154,12 +154,28 @@ pub struct FinetuneConfig {
     /// refusal-batch probability, so the three see matched data.
     #[serde(default)]
     pub data_matched: Option<f64>,
+    /// Which positions DPO's and unlearning's sequence scores count (absent: `official`).
+    #[serde(default)]
+    pub score_masks: ScoreMasks,
     /// Refuse to fine-tune an IT model below its accuracy bar (`02_pretrain/summary.json`):
     /// refusal means nothing when the task was never learned. Only the tiny preset turns it off.
     #[serde(default = "yes")]
     pub require_bar: bool,
     /// Held-out rows (fine-tuning test split) scored at the end of training.
     pub eval_rows: usize,
+}
+
+/// The score masks of DPO's and unlearning's sequence scores (reference/training_spec.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMasks {
+    /// The official trainers': the *unsafe* pair's non-pad target positions in both batch
+    /// kinds, so a safe batch scores the segment the refusal occupies and never its own second
+    /// output (80 % of rows; training_spec §5 table).
+    #[default]
+    Official,
+    /// Each pair's own non-pad target positions: a safe batch scores both of its outputs.
+    OwnPair,
 }
 
 fn yes() -> bool {
