@@ -34,21 +34,24 @@ CONFIGS := pipeline/configs/$(PRESET)
 REPORTS := reports
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
+# What each stage's outputs depend on is decided by the stage itself (its code fingerprint, config
+# hash and input hashes, recorded in its manifest); make only decides whether to ask, so every stage
+# target depends on every source file: asking a stage that is up to date costs a second and
+# touches nothing but its manifest's time stamp. No hand-kept list can miss a file.
+CODE := $(shell find pipeline -name '*.rs' -not -path '*/target/*') Cargo.lock
 CORPUS := $(RUN)/01_corpus/manifest.yaml
-CORPUS_CODE := pipeline/study-cli/src/stages/corpus.rs $(wildcard pipeline/study/src/grammar/*.rs pipeline/study/src/corpus/*.rs) pipeline/study/src/config/corpus.rs
 PRETRAIN := $(RUN)/02_pretrain/manifest.yaml
-PRETRAIN_CODE := pipeline/study-cli/src/stages/pretrain.rs $(wildcard pipeline/study-model/src/*.rs) pipeline/study/src/training.rs pipeline/study/src/config/train.rs pipeline/study/src/config/pretrain.rs
 # The safety fine-tuned models: <method>-<lr label> (labels from finetune.yaml `lrs`).
 VARIANTS ?= ssft-medium ssft-small dpo-medium dpo-small unlearn-medium unlearn-small
 FINETUNE := $(foreach v,$(VARIANTS),$(RUN)/03_finetune/$(v)/manifest.yaml)
-FINETUNE_CODE := pipeline/study-cli/src/stages/finetune.rs pipeline/study/src/finetune.rs pipeline/study/src/config/finetune.rs $(PRETRAIN_CODE)
 EVALUATE := $(RUN)/04_evaluate/manifest.yaml
-EVALUATE_CODE := pipeline/study-cli/src/stages/evaluate.rs $(wildcard pipeline/study/src/evaluation/*.rs) pipeline/study-model/src/behaviour.rs pipeline/study/src/config/evaluate.rs $(FINETUNE_CODE)
+PROBE := $(RUN)/05_probe/manifest.yaml
+SPECTRA := $(RUN)/06_spectra/manifest.yaml
 comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain finetune evaluate figures notebooks-test test bench timings clean
+.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra figures notebooks-test test bench timings clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n, JOBS=n)
 help:
@@ -58,11 +61,11 @@ help:
 all:
 	$(MAKE) pretrain
 	$(MAKE) -j$(JOBS) finetune $(if $(FT_THREADS),THREADS=$(FT_THREADS),)
-	$(MAKE) evaluate figures
+	$(MAKE) spectra figures
 
 ## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
 tiny:
-	$(MAKE) evaluate PRESET=tiny PROFILE=dev
+	$(MAKE) spectra PRESET=tiny PROFILE=dev
 
 ## build: compile the `study` binary (release unless PROFILE=dev; DEVICE=cuda adds CUDA)
 # PROFILE=dev builds through `cargo test --no-run`: the binary then has the same dependency
@@ -77,29 +80,41 @@ endif
 ## corpus: synthetic data (pre-training, fine-tuning and evaluation sets) → data/<preset>/seed-<k>/01_corpus
 corpus: $(CORPUS)
 
-$(CORPUS): $(CONFIGS)/corpus.yaml $(CORPUS_CODE) | build
+$(CORPUS): $(CONFIGS)/corpus.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) corpus --preset $(PRESET) --seed $(SEED)
 
 ## pretrain: the instruction-tuned model (add RESUME=1 to continue a killed run) → 02_pretrain
 pretrain: $(PRETRAIN)
 
-$(PRETRAIN): $(CORPUS) $(CONFIGS)/pretrain.yaml $(PRETRAIN_CODE) | build
+$(PRETRAIN): $(CORPUS) $(CONFIGS)/pretrain.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) pretrain --preset $(PRESET) --seed $(SEED) $(if $(RESUME),--resume,)
 
 ## finetune: the safety fine-tuned models, one per VARIANTS entry (SSFT, DPO, unlearning × lr) → 03_finetune/<variant>
 finetune: $(FINETUNE)
 
-$(RUN)/03_finetune/%/manifest.yaml: $(PRETRAIN) $(CONFIGS)/finetune.yaml $(FINETUNE_CODE) | build
+$(RUN)/03_finetune/%/manifest.yaml: $(PRETRAIN) $(CONFIGS)/finetune.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) finetune --preset $(PRESET) --seed $(SEED) --variant $*
 
 ## evaluate: behaviour of IT + fine-tuned models on every evaluation set, soft-token attack → 04_evaluate
 evaluate: $(EVALUATE)
 
-$(EVALUATE): $(FINETUNE) $(CONFIGS)/evaluate.yaml $(EVALUATE_CODE) | build
+$(EVALUATE): $(FINETUNE) $(CONFIGS)/evaluate.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) evaluate --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
 
+## probe: activations at the MLP hooks, Lipschitz proxies, attacked inputs' activations → 05_probe
+probe: $(PROBE)
+
+$(PROBE): $(EVALUATE) $(CONFIGS)/probe.yaml $(CODE) | build
+	$(STUDY) $(STUDY_FLAGS) probe --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
+
+## spectra: τ, ΔW spectra, null/row space, refusal direction, Lipschitz histograms, with controls → 06_spectra
+spectra: $(SPECTRA)
+
+$(SPECTRA): $(PROBE) $(CONFIGS)/spectra.yaml $(CODE) | build
+	$(STUDY) $(STUDY_FLAGS) spectra --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
+
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
-figures: $(EVALUATE)
+figures: $(SPECTRA)
 	scripts/run-notebooks.sh $(RUN) $(REPORTS) $(NOTEBOOKS)
 
 ## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path

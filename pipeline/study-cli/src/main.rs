@@ -5,6 +5,8 @@
 //! study pretrain --preset cpu [--resume]
 //! study finetune --preset cpu --variant ssft-medium
 //! study evaluate --preset cpu [--variants ssft-medium,dpo-medium]
+//! study probe --preset cpu
+//! study spectra --preset cpu
 //! ```
 //! Run from the repository root (the Makefile does); configs are read from
 //! `pipeline/configs/<preset>/<stage>.yaml` and outputs go to `data/<preset>/seed-<k>/`.
@@ -36,6 +38,10 @@ enum Command {
     Finetune(stages::finetune::FinetuneArgs),
     /// Behaviour of the IT and fine-tuned models on every evaluation set, and the soft-token attack.
     Evaluate(stages::evaluate::EvaluateArgs),
+    /// Activations at the MLP hooks, the Lipschitz proxy and the attacked inputs' activations.
+    Probe(stages::probe::ProbeArgs),
+    /// The mechanistic analyses: τ, ΔW spectra, null and row space, refusal direction, Lipschitz.
+    Spectra(stages::spectra::SpectraArgs),
 }
 
 /// candle's CPU kernels run on a pool of their own, sized once from `CANDLE_NUM_THREADS` (else
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
         Command::Pretrain(args) => stages::pretrain::run(args, &cli.runtime),
         Command::Finetune(args) => stages::finetune::run(args, &cli.runtime),
         Command::Evaluate(args) => stages::evaluate::run(args, &cli.runtime),
+        Command::Probe(args) => stages::probe::run(args, &cli.runtime),
+        Command::Spectra(args) => stages::spectra::run(args, &cli.runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -875,3 +875,140 @@ fn table1_figure_renders_from_the_tiny_run() {
     assert!(text.contains("budget factor"));
     assert!(std::fs::metadata(png).expect("png").len() > 10_000);
 }
+
+/// The probe and spectra stages after the tiny evaluation, once per test binary.
+fn tiny_analysed() -> &'static Catalog {
+    static RUN: OnceLock<()> = OnceLock::new();
+    let catalog = tiny_evaluated();
+    let (dir, _) = tiny();
+    RUN.get_or_init(|| {
+        let root = dir.path().to_str().expect("utf-8 path");
+        for stage in ["probe", "spectra"] {
+            ok(&study(&["--data-root", root, stage, "--preset", "tiny"]));
+        }
+    });
+    catalog
+}
+
+#[test]
+fn tiny_probe_and_spectra_tables_match_their_snapshot() {
+    use study::probe::{self, Group, Hook, Pool, Select, Split};
+    use study::spectra::Tables;
+    let catalog = tiny_analysed();
+    let dir = catalog.stage_dir(Stage::Probe);
+    let it = probe::read_activations(&dir.join("activations/it.parquet")).expect("activations");
+    // 2 std sets × (32 reference + 32 test) + 4 jailbreak sets × 32 test rows, both prompts,
+    // 2 layers × 5 dumps.
+    assert_eq!(it.keys.len(), (2 * 64 + 4 * 32) * 2 * 2 * 5);
+    let sel = Select {
+        sets: &["std_safe"],
+        group: Group::Safe,
+        split: Split::Test,
+        layer: 1,
+        hook: Hook::MlpPost,
+        pool: Pool::Output,
+    };
+    let (m, keys) = it.matrix(&sel).expect("selected");
+    assert_eq!(
+        (m.rows(), m.cols()),
+        (32, 64),
+        "tiny: 4 × 16 post-GELU units"
+    );
+    assert!(
+        keys.iter().all(|k| (32..64).contains(&k.row)),
+        "test rows follow the references"
+    );
+    let lip = probe::read_lipschitz(&dir.join(probe::LIPSCHITZ_FILE)).expect("lipschitz");
+    assert_eq!(lip.len(), 7 * 2 * 16);
+    assert!(
+        lip.iter()
+            .all(|r| r.grad_fro.is_finite() && r.grad_fro > 0.0)
+    );
+    let adv = probe::read_adversarial_activations(&dir.join(probe::ADVERSARIAL_ACTIVATIONS_FILE))
+        .expect("adversarial");
+    assert!(
+        !adv.is_empty() && adv.len().is_multiple_of(2 * 5),
+        "every attacked row × layers × dumps"
+    );
+    let t = Tables::read(catalog).expect("spectra tables");
+    let models: std::collections::BTreeSet<&str> =
+        t.column_summary.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(models.len(), 6, "every fine-tuned model: {models:?}");
+    assert!(
+        t.column_summary
+            .iter()
+            .all(|r| r.mean_null_projection.chance_sd > 0.0)
+    );
+    let round = |x: f64| format!("{x:.3}");
+    let summary = serde_json::json!({
+        "tau_l2_std": t.tau.iter().filter(|r| r.metric == "l2" && r.set == "std")
+            .map(|r| format!("{} L{} {}: {} ± {} (n={})", r.model, r.layer, r.group, round(r.mean), round(r.sd), r.n)).collect::<Vec<_>>(),
+        "top5_sigma_c_fc": t.spectrum.iter().filter(|r| r.matrix == "c_fc" && r.index < 5)
+            .map(|r| format!("{} L{} σ{} = {}", r.model, r.layer, r.index + 1, round(r.sigma))).collect::<Vec<_>>(),
+        "null_space_ratio": t.column_summary.iter()
+            .map(|r| format!("{} L{} {}: {} (k={})", r.model, r.layer, r.matrix, round(r.mean_null_projection.ratio), r.k)).collect::<Vec<_>>(),
+        "gain_ratio_to_chance": t.gain.iter().filter(|r| r.set == "std")
+            .map(|r| format!("{} L{} {}: {}", r.model, r.layer, r.group, round(r.mean_gain.ratio))).collect::<Vec<_>>(),
+        "lipschitz_median": t.lipschitz_summary.iter().map(|r| format!("{} {}: {}", r.model, r.group, round(r.median))).collect::<Vec<_>>(),
+    });
+    assert_stage_snapshot!("spectra", "tiny", summary);
+}
+
+#[test]
+fn spectra_without_probe_data_names_the_fix_and_writes_nothing() {
+    let (_dir, catalog) = tiny();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let root = empty.path().to_str().expect("utf-8");
+    let out = study(&["--data-root", root, "spectra", "--preset", "tiny"]);
+    fails_with(&out, &["make probe"]);
+    assert!(
+        !Catalog::new(empty.path(), "tiny", 0)
+            .stage_dir(Stage::Spectra)
+            .exists()
+    );
+    let _ = catalog;
+}
+
+#[test]
+fn probe_rejects_a_fine_tuned_model_of_another_shape() {
+    tiny_analysed();
+    let (dir, _) = tiny();
+    // A copy of the run, so the shared one stays intact for the other tests.
+    let copy = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(dir.path().join("tiny"))
+        .arg(copy.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let catalog = Catalog::new(copy.path(), "tiny", 0);
+    let cfg = catalog
+        .variant_dir(Stage::Finetune, "ssft-small")
+        .join("config.json");
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("config")).expect("json");
+    bad["n_embd"] = serde_json::json!(24);
+    std::fs::write(&cfg, bad.to_string()).expect("write");
+    let before = Manifest::read(&catalog.manifest(Stage::Probe), "probe").expect("manifest");
+    let out = study(&[
+        "--data-root",
+        copy.path().to_str().expect("utf-8"),
+        "probe",
+        "--preset",
+        "tiny",
+    ]);
+    fails_with(&out, &["ssft-small", "shape", "make finetune"]);
+    let after = Manifest::read(&catalog.manifest(Stage::Probe), "probe").expect("manifest");
+    assert_eq!(
+        before.outputs, after.outputs,
+        "the old outputs are untouched"
+    );
+    assert!(
+        !catalog
+            .stage_dir(Stage::Probe)
+            .with_extension("tmp")
+            .exists(),
+        "nothing half-written"
+    );
+}

@@ -116,6 +116,20 @@ pub struct AttackSpec {
 }
 
 impl AttackSpec {
+    /// The spec of evaluate.yaml's `attack` at budget `factor`.
+    pub fn from_config(a: &AttackConfig, factor: f64) -> Self {
+        Self {
+            n_soft: a.n_soft,
+            steps: a.steps,
+            factor,
+            mode: match a.mode {
+                study::config::evaluate::AttackModeConfig::Intended => AttackMode::Intended,
+                study::config::evaluate::AttackModeConfig::Literal => AttackMode::Literal,
+            },
+            seed: a.seed,
+        }
+    }
+
     /// The number of soft tokens inserted under [`Placement::Insert`].
     pub fn soft_tokens(&self) -> usize {
         match self.mode {

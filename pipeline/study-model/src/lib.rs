@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod objectives;
 pub mod ops;
 pub mod optim;
+pub mod probe;
 pub mod train;
 
 /// The sources that decide a trained model (this crate and the training-side modules of

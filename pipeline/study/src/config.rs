@@ -14,12 +14,16 @@ pub mod corpus;
 pub mod evaluate;
 pub mod finetune;
 pub mod pretrain;
+pub mod probe;
+pub mod spectra;
 pub mod train;
 
 pub use corpus::CorpusConfig;
 pub use evaluate::EvaluateConfig;
 pub use finetune::FinetuneConfig;
 pub use pretrain::PretrainConfig;
+pub use probe::ProbeConfig;
+pub use spectra::SpectraConfig;
 
 /// Errors from reading, overriding or validating a config.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,9 @@ use crate::analysis::training::{Curve, TrainingCurves};
 use crate::corpus::CorpusSet;
 use crate::evaluation::Table1;
 use crate::grammar::vocab;
+use crate::spectra::Tables;
+
+pub mod mechanism;
 
 /// Errors of figure drawing and saving.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,7 @@ enum FigureData {
     Corpus(CorpusOverview),
     Training(TrainingCurves),
     Table1(Table1),
+    Mechanism(Box<Tables>, mechanism::Kind, Vec<String>),
 }
 
 impl Figure {
@@ -132,6 +136,7 @@ where
         FigureData::Corpus(ov) => draw_corpus(root, ov),
         FigureData::Training(c) => draw_training(root, c),
         FigureData::Table1(t) => draw_table1(root, t),
+        FigureData::Mechanism(t, kind, models) => mechanism::draw(root, t, *kind, models),
     }
 }
 
@@ -608,6 +613,25 @@ pub fn table1(t: &Table1) -> Result<Figure, FigureError> {
         "table1-behaviour",
         (1500, h + 520),
         FigureData::Table1(t.clone()),
+    )
+}
+
+/// A figure of the mechanistic study (paper Figs. 3–7) from the `spectra` stage's tables →
+/// `<kind name>.svg`; one panel per model that has data for it.
+pub fn mechanism(t: &Tables, kind: mechanism::Kind) -> Result<Figure, FigureError> {
+    let models = mechanism::models(t, kind);
+    if models.is_empty() {
+        return Err(FigureError::Draw {
+            figure: kind.name(),
+            message: "the spectra tables hold no model for this figure (run `make spectra`)".into(),
+        });
+    }
+    let cols = models.len().clamp(1, 4) as u32;
+    let rows = models.len().div_ceil(4).max(1) as u32;
+    render(
+        kind.name(),
+        (420 * cols, 60 + 330 * rows),
+        FigureData::Mechanism(Box::new(t.clone()), kind, models),
     )
 }
 

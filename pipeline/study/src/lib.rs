@@ -14,6 +14,8 @@ pub mod figures;
 pub mod finetune;
 pub mod grammar;
 pub mod mechanism;
+pub mod probe;
+pub mod spectra;
 pub mod training;
 
 pub use artifacts::{Catalog, Stage};

@@ -32,7 +32,7 @@ pub mod matrix;
 pub mod reference;
 pub mod spectra;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use matrix::{Matrix, Shape};
 

@@ -37,7 +37,7 @@ use crate::runtime::Runtime;
 pub const STAGE_VERSION: u32 = 1;
 
 /// The paper's six fine-tuned models.
-const DEFAULT_VARIANTS: &str =
+pub const DEFAULT_VARIANTS: &str =
     "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
 
 /// Arguments of `study evaluate`.
@@ -76,7 +76,7 @@ pub fn code_fingerprint() -> String {
     ])
 }
 
-fn eval_set(name: &str) -> Result<CorpusSet> {
+pub fn eval_set(name: &str) -> Result<CorpusSet> {
     let full = format!("eval_{name}");
     CorpusSet::ALL
         .into_iter()

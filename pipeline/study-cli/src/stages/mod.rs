@@ -1,9 +1,12 @@
 //! Stage wiring: config in, catalog, one library call, outputs and manifest.
 
 pub mod corpus;
+pub mod driver;
 pub mod evaluate;
 pub mod finetune;
 pub mod pretrain;
+pub mod probe;
+pub mod spectra;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

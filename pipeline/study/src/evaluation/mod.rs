@@ -247,20 +247,36 @@ pub fn adversarial_schema() -> TableSchema {
     }
 }
 
-/// Attack success rate per (model, factor) from `adversarial.parquet`.
-pub fn attack_success(df: &DataFrame) -> PolarsResult<BTreeMap<(String, u64), (f64, usize)>> {
+/// One attacked row's key in `adversarial.parquet`: (model, factor as `f64::to_bits`, sample_id).
+pub type AttackKey = (String, u64, u32);
+
+/// Each attack's outcome from `adversarial.parquet`: success per [`AttackKey`], in table order.
+pub fn attack_outcomes(df: &DataFrame) -> PolarsResult<Vec<(AttackKey, bool)>> {
     let model = df.column("model")?.str()?.clone();
     let factor = df.column("factor")?.f64()?.clone();
+    let sample = df.column("sample_id")?.u32()?.clone();
     let success = df.column("success")?.bool()?.clone();
     let null = |name: &str, i: usize| polars_err!(ComputeError: "column `{name}` row {i}: null");
+    (0..df.height())
+        .map(|i| {
+            Ok((
+                (
+                    model.get(i).ok_or_else(|| null("model", i))?.to_owned(),
+                    factor.get(i).ok_or_else(|| null("factor", i))?.to_bits(),
+                    sample.get(i).ok_or_else(|| null("sample_id", i))?,
+                ),
+                success.get(i).ok_or_else(|| null("success", i))?,
+            ))
+        })
+        .collect()
+}
+
+/// Attack success rate per (model, factor) from `adversarial.parquet`.
+pub fn attack_success(df: &DataFrame) -> PolarsResult<BTreeMap<(String, u64), (f64, usize)>> {
     let mut acc: BTreeMap<(String, u64), (usize, usize)> = BTreeMap::new();
-    for i in 0..df.height() {
-        let key = (
-            model.get(i).ok_or_else(|| null("model", i))?.to_owned(),
-            factor.get(i).ok_or_else(|| null("factor", i))?.to_bits(),
-        );
-        let e = acc.entry(key).or_default();
-        e.0 += usize::from(success.get(i).ok_or_else(|| null("success", i))?);
+    for ((model, factor, _), success) in attack_outcomes(df)? {
+        let e = acc.entry((model, factor)).or_default();
+        e.0 += usize::from(success);
         e.1 += 1;
     }
     Ok(acc

@@ -141,6 +141,24 @@ pub const FIG3_TAU: &[TauReference] = &[
     tau("C11", Llama3Chat, (32, 32), Unsafe, -1.9, -1.9),
 ];
 
+impl Model {
+    /// The paper's model behind one of our model names: `it`, or `<method>-<medium|small>`
+    /// (the paper's η_M = 1e-4 and η_S = 1e-5 runs); `None` for other names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name == "it" {
+            return Some(Model::It);
+        }
+        let (method, lr) = name.split_once('-')?;
+        let method = Method::ALL.into_iter().find(|m| m.as_str() == method)?;
+        let lr = match lr {
+            "medium" => Lr::Medium,
+            "small" => Lr::Small,
+            _ => return None,
+        };
+        Some(Model::St(method, lr))
+    }
+}
+
 /// The Fig. 3 readings for a model, layer (1-based) and group.
 pub fn fig3_tau(
     model: Model,
@@ -286,5 +304,11 @@ mod tests {
         assert!(gap(St(Dpo, Lr::Medium)) > gap(St(Dpo, Lr::Small)));
         assert_eq!(fig3_tau(It, 2, Safe).count(), 1);
         assert_eq!(claim("C12").map(|c| c.figure), Some("Fig. 4"));
+        assert_eq!(
+            Model::from_name("dpo-small"),
+            Some(Model::St(Method::Dpo, Lr::Small))
+        );
+        assert_eq!(Model::from_name("it"), Some(Model::It));
+        assert_eq!(Model::from_name("dpo-tiny"), None);
     }
 }

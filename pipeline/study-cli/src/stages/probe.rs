@@ -1,0 +1,349 @@
+//! `study probe`: activations of the IT and fine-tuned models at the hooks the mechanistic
+//! analyses read, the Lipschitz proxy, and the attacked inputs' activations → `05_probe/`
+//! (tables in [`study::probe`], passes in [`study_model::probe`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use study::Stage;
+use study::artifacts::{self, MODEL_CONFIG_FILE, MODEL_FILE};
+use study::config::ProbeConfig;
+use study::corpus::Variant;
+use study::evaluation::{self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE};
+use study::finetune::PairTable;
+use study::probe::{self as tables, ActivationKey, Group, ModelActivations, Split};
+use study_model::attack::{AttackRow, AttackSpec, Placement, adversarial_input};
+use study_model::gpt::Gpt;
+use study_model::probe::{self, ProbeRow};
+
+use super::StageArgs;
+use super::driver::{StageRun, load_model};
+use super::evaluate::{DEFAULT_VARIANTS, eval_set};
+use super::finetune::{check_it_model, check_vocab};
+use crate::runtime::Runtime;
+
+/// Bump when the stage's outputs change for the same config and code.
+pub const STAGE_VERSION: u32 = 1;
+
+/// Arguments of `study probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Fine-tuned variants to probe besides the IT model (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_VARIANTS)]
+    pub variants: Vec<String>,
+}
+
+/// The code that decides the stage's outputs.
+pub fn code_fingerprint() -> String {
+    artifacts::source_fingerprint(&[
+        &study_model::code_fingerprint(),
+        include_str!("probe.rs"),
+        include_str!("../../../study-model/src/probe.rs"),
+        include_str!("../../../study-model/src/attack.rs"),
+        include_str!("../../../study/src/probe.rs"),
+        include_str!("../../../study/src/config/probe.rs"),
+    ])
+}
+
+/// The prompts of one set that are probed: (key, variant, row index).
+fn plan(table: &PairTable, set: &str, cfg: &ProbeConfig) -> Vec<(ActivationKey, Variant, usize)> {
+    let reference = cfg.reference_sets.iter().any(|s| s == set);
+    let splits = [
+        (
+            Split::Reference,
+            0..if reference { cfg.reference_rows } else { 0 },
+        ),
+        (
+            Split::Test,
+            cfg.reference_rows..cfg.reference_rows + cfg.test_rows,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (split, rows) in splits {
+        for i in rows.filter(|&i| i < table.len()) {
+            for (group, variant) in [
+                (Group::Safe, Variant::Safe),
+                (Group::Unsafe, Variant::UnsafeTarget),
+            ] {
+                let key = ActivationKey {
+                    set: set.to_owned(),
+                    group,
+                    split,
+                    row: i as u32,
+                    sample_id: table.sample_id[i],
+                };
+                out.push((key, variant, i));
+            }
+        }
+    }
+    out
+}
+
+/// Run the stage.
+pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
+    let mut run = StageRun::<ProbeConfig>::open(
+        &args.stage,
+        rt,
+        Stage::Probe,
+        STAGE_VERSION,
+        code_fingerprint(),
+        |c| c.seed,
+    )?;
+    let cfg = run.cfg().clone();
+    let catalog = run.catalog.clone();
+    artifacts::Manifest::read(&catalog.manifest(Stage::Corpus), "corpus")?;
+    let (vocab_len, vocab) = check_vocab(&catalog)?;
+    run.inputs.push(vocab);
+    let mut tables_by_set = BTreeMap::new();
+    for name in cfg.sets.iter().chain([&cfg.lipschitz.set]) {
+        let set = eval_set(name).context("probe.yaml")?;
+        run.input(set.name(), &catalog.corpus_set(set), "corpus")?;
+        tables_by_set.insert(name.clone(), PairTable::read(&catalog, set, None)?);
+    }
+    let window = tables_by_set.values().next().map_or(0, |t| t.window);
+    let it = check_it_model(&catalog, vocab_len, window)?;
+    run.inputs.extend(it.records.iter().cloned());
+    let variants: Vec<&String> = args.variants.iter().filter(|v| !v.is_empty()).collect();
+    for v in &variants {
+        let dir = catalog.variant_dir(Stage::Finetune, v);
+        for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
+            run.input(
+                &format!("{v}_{what}"),
+                &dir.join(file),
+                &format!("finetune VARIANTS={v}"),
+            )?;
+        }
+    }
+    if cfg.adversarial {
+        for file in [ADVERSARIAL_FILE, ADVERSARIAL_EMBEDDINGS_FILE] {
+            run.input(file, &catalog.stage_file(Stage::Evaluate, file), "evaluate")?;
+        }
+    }
+    if run.up_to_date()? {
+        return Ok(());
+    }
+    let device = rt.open_device()?;
+    let mut models: Vec<(String, Gpt)> = vec![(
+        "it".into(),
+        load_model(
+            &catalog.stage_dir(Stage::Pretrain),
+            &it.cfg,
+            "pretrain",
+            &device,
+        )?,
+    )];
+    for v in &variants {
+        models.push((
+            (*v).clone(),
+            load_model(
+                &catalog.variant_dir(Stage::Finetune, v),
+                &it.cfg,
+                "finetune",
+                &device,
+            )?,
+        ));
+    }
+    let _span = tracing::info_span!("probe", preset = %args.stage.preset).entered();
+    let out = run.begin()?;
+    std::fs::create_dir_all(out.path().join(tables::ACTIVATIONS_DIR))?;
+    let mut files = Vec::new();
+    let (t0, mut lip_rows) = (Instant::now(), Vec::new());
+    let lip_table = &tables_by_set[&cfg.lipschitz.set];
+    for (name, gpt) in &models {
+        let mut acts = ModelActivations {
+            model: name.clone(),
+            rows: Vec::new(),
+        };
+        for set in &cfg.sets {
+            let table = &tables_by_set[set];
+            let planned = plan(table, set, &cfg);
+            let examples: Vec<_> = planned
+                .iter()
+                .map(|(_, v, i)| table.example(*v, *i))
+                .collect();
+            let rows: Vec<ProbeRow<'_>> = examples
+                .iter()
+                .map(|e| ProbeRow {
+                    x: &e.x,
+                    text_len: e.text_len,
+                })
+                .collect();
+            let pooled = probe::activations(gpt, &rows, &cfg.dumps, cfg.output_positions)?;
+            acts.rows
+                .extend(planned.into_iter().map(|(k, _, _)| k).zip(pooled));
+        }
+        let file = format!("{}/{name}.parquet", tables::ACTIVATIONS_DIR);
+        let (mut df, schema) = (acts.frame()?, tables::activations_schema());
+        artifacts::write_parquet(&mut df, &out.path().join(&file), &schema, &[])?;
+        files.push(out.record(
+            &format!("activations_{name}"),
+            &file,
+            Some(df.height()),
+            schema.column_names(),
+        )?);
+        for (group, variant) in [
+            (Group::Safe, Variant::Safe),
+            (Group::Unsafe, Variant::UnsafeTarget),
+        ] {
+            let n = cfg.lipschitz.rows.min(lip_table.len());
+            let examples: Vec<_> = (0..n).map(|i| lip_table.example(variant, i)).collect();
+            let rows: Vec<ProbeRow<'_>> = examples
+                .iter()
+                .map(|e| ProbeRow {
+                    x: &e.x,
+                    text_len: e.text_len,
+                })
+                .collect();
+            for (i, g) in probe::lipschitz(gpt, &rows)?.into_iter().enumerate() {
+                lip_rows.push(tables::LipschitzRow {
+                    model: name.clone(),
+                    set: cfg.lipschitz.set.clone(),
+                    group,
+                    row: i as u32,
+                    sample_id: lip_table.sample_id[i],
+                    prefix_len: study::grammar::layout::Spans::new(examples[i].text_len).eot()
+                        as u32,
+                    grad_fro: g,
+                });
+            }
+        }
+        tracing::info!(model = %name, "probed");
+    }
+    let (mut df, schema) = (
+        tables::lipschitz_frame(&lip_rows)?,
+        tables::lipschitz_schema(),
+    );
+    artifacts::write_parquet(
+        &mut df,
+        &out.path().join(tables::LIPSCHITZ_FILE),
+        &schema,
+        &[],
+    )?;
+    files.push(out.record(
+        "lipschitz",
+        tables::LIPSCHITZ_FILE,
+        Some(df.height()),
+        schema.column_names(),
+    )?);
+    let probe_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    if cfg.adversarial {
+        let adv = adversarial(&catalog, &models[1..], &cfg, &device)?;
+        let (mut df, schema) = (
+            tables::adversarial_activations_frame(&adv)?,
+            tables::adversarial_activations_schema(),
+        );
+        artifacts::write_parquet(
+            &mut df,
+            &out.path().join(tables::ADVERSARIAL_ACTIVATIONS_FILE),
+            &schema,
+            &[],
+        )?;
+        files.push(out.record(
+            "adversarial_activations",
+            tables::ADVERSARIAL_ACTIVATIONS_FILE,
+            Some(df.height()),
+            schema.column_names(),
+        )?);
+    }
+    let timings = BTreeMap::from([
+        ("probe_seconds".to_owned(), probe_seconds),
+        ("adversarial_seconds".to_owned(), t1.elapsed().as_secs_f64()),
+    ]);
+    let dir = run.finish(out, files, timings)?;
+    tracing::info!("probed {} models into {}", models.len(), dir.display());
+    Ok(())
+}
+
+/// The attacked inputs of `04_evaluate` rebuilt from their stored δ, with each attack's outcome.
+fn adversarial(
+    catalog: &study::Catalog,
+    models: &[(String, Gpt)],
+    cfg: &ProbeConfig,
+    device: &candle_core::Device,
+) -> Result<Vec<tables::AdversarialActivation>> {
+    let evaluated = evaluation::read_evaluation(catalog)?;
+    let attack = &evaluated.config.attack;
+    let table = PairTable::read(catalog, eval_set(&attack.set)?, None)?;
+    let by_id: HashMap<u32, usize> = table
+        .sample_id
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (s, i))
+        .collect();
+    let adv_path = catalog.stage_file(Stage::Evaluate, ADVERSARIAL_FILE);
+    let success: HashMap<_, _> = evaluation::attack_outcomes(&artifacts::read_parquet(
+        &adv_path,
+        &evaluation::adversarial_schema(),
+    )?)
+    .with_context(|| format!("reading {}; run `make evaluate`", adv_path.display()))?
+    .into_iter()
+    .collect();
+    let emb_path = catalog.stage_file(Stage::Evaluate, ADVERSARIAL_EMBEDDINGS_FILE);
+    let stored = candle_core::safetensors::load(&emb_path, device)
+        .with_context(|| format!("reading {}; run `make evaluate`", emb_path.display()))?;
+    let placement = Placement::from_config(attack);
+    let mut out = Vec::new();
+    for (name, gpt) in models {
+        for &factor in &attack.budget_factors {
+            let key = format!("{name}/{factor}");
+            let get = |what: &str| {
+                stored.get(&format!("{key}/{what}")).with_context(|| {
+                    format!(
+                        "{} has no `{key}/{what}`; run `make evaluate` again",
+                        emb_path.display()
+                    )
+                })
+            };
+            let (delta, ids) = (
+                get("delta")?.to_vec3::<f32>()?,
+                get("sample_id")?.to_vec1::<u32>()?,
+            );
+            let spec = AttackSpec::from_config(attack, factor);
+            let (mut inputs, mut eots, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+            for (d, id) in delta.iter().zip(&ids) {
+                let i = *by_id
+                    .get(id)
+                    .with_context(|| format!("attacked sample {id} is not in {}", attack.set))?;
+                let l = usize::from(table.text_len[i]);
+                let row = AttackRow {
+                    row: table.row(Variant::UnsafeTarget, i).0,
+                    text_len: l,
+                };
+                let flat: Vec<f32> = d.iter().flatten().copied().collect();
+                inputs.push(adversarial_input(gpt, &row, &spec, placement, &flat)?);
+                eots.push(placement.eot_position(&spec, l));
+                lens.push(l);
+            }
+            let acts = probe::activations_of_embeddings(
+                gpt,
+                &inputs,
+                &eots,
+                &lens,
+                &cfg.dumps,
+                cfg.output_positions,
+            )?;
+            for (id, row_acts) in ids.iter().zip(acts) {
+                let ok = *success.get(&(name.clone(), factor.to_bits(), *id)).with_context(|| {
+                    format!("{} has no outcome for {name} at budget {factor}, sample {id}; run `make evaluate` again", adv_path.display())
+                })?;
+                out.extend(
+                    row_acts
+                        .into_iter()
+                        .map(|activation| tables::AdversarialActivation {
+                            model: name.clone(),
+                            factor,
+                            sample_id: *id,
+                            success: ok,
+                            activation,
+                        }),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
