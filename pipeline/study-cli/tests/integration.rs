@@ -930,7 +930,41 @@ fn tiny_probe_and_spectra_tables_match_their_snapshot() {
         !adv.is_empty() && adv.len().is_multiple_of(2 * 5),
         "every attacked row × layers × dumps"
     );
+    // The α-interpolation's ends are the IT and fine-tuned models themselves: their behaviour
+    // cells equal the evaluate stage's (tiny scores the same 64 rows in both stages).
+    let table1 = study::evaluation::read_behaviour(
+        &catalog.stage_file(Stage::Evaluate, study::evaluation::BEHAVIOUR_FILE),
+    )
+    .expect("behaviour");
+    let interp = study::evaluation::read_behaviour(&dir.join(probe::INTERPOLATION_BEHAVIOUR_FILE))
+        .expect("interpolation behaviour");
+    let cell = |rows: &[study::evaluation::BehaviourRow], model: &str, set: &str, metric| {
+        rows.iter()
+            .find(|r| {
+                r.model == model
+                    && r.set == set
+                    && study::evaluation::is_greedy_exact(r, metric, study::evaluation::Subset::All)
+            })
+            .map(|r| (r.value, r.n))
+            .unwrap_or_else(|| panic!("no {metric:?} cell of {model} on {set}"))
+    };
+    for v in ["ssft-medium", "dpo-small", "unlearn-medium"] {
+        for (set, metric) in [
+            ("std_unsafe", study::evaluation::Metric::Refusal),
+            ("std_safe", study::evaluation::Metric::Instruct),
+        ] {
+            assert_eq!(
+                cell(&interp, &format!("{v}@0"), set, metric),
+                cell(&table1, "it", set, metric)
+            );
+            assert_eq!(
+                cell(&interp, &format!("{v}@1"), set, metric),
+                cell(&table1, v, set, metric)
+            );
+        }
+    }
     let t = Tables::read(catalog).expect("spectra tables");
+    assert_eq!(t.interpolation.len(), 6 * 3, "six variants × three α");
     let models: std::collections::BTreeSet<&str> =
         t.column_summary.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(models.len(), 6, "every fine-tuned model: {models:?}");
@@ -950,6 +984,7 @@ fn tiny_probe_and_spectra_tables_match_their_snapshot() {
         "gain_ratio_to_chance": t.gain.iter().filter(|r| r.set == "std")
             .map(|r| format!("{} L{} {}: {}", r.model, r.layer, r.group, round(r.mean_gain.ratio))).collect::<Vec<_>>(),
         "lipschitz_median": t.lipschitz_summary.iter().map(|r| format!("{} {}: {}", r.model, r.group, round(r.median))).collect::<Vec<_>>(),
+        "interpolation": t.interpolation.iter().map(|r| format!("{} α={}: refuse {} (b_only {}), instruct {}, τ sep {}", r.model, r.alpha, round(r.refusal), round(r.refusal_b_only), round(r.instruct), round(r.tau_separation))).collect::<Vec<_>>(),
     });
     assert_stage_snapshot!("spectra", "tiny", summary);
 }

@@ -232,6 +232,37 @@ impl Params {
         candle_core::safetensors::save(&tensors, path)
     }
 
+    /// `it + α (st − it)` for every parameter (the α-interpolation of reference/analysis_spec.md
+    /// §8; α > 1 extrapolates). α = 0 and α = 1 return `it` and `st` exactly (no rounding), so
+    /// the ends reproduce the evaluate stage's numbers. Both must have the same names and shapes
+    /// (a fine-tuned model of this IT model).
+    pub fn interpolate(it: &Self, st: &Self, alpha: f64) -> Result<Self> {
+        let mut vars = BTreeMap::new();
+        for (name, w_it) in &it.vars {
+            let w_st = st.get(name)?;
+            if w_st.dims() != w_it.dims() {
+                candle_core::bail!(
+                    "parameter `{name}`: fine-tuned shape {:?}, IT shape {:?}",
+                    w_st.dims(),
+                    w_it.dims()
+                );
+            }
+            let w = if alpha == 0.0 {
+                w_it.as_tensor().copy()?
+            } else if alpha == 1.0 {
+                w_st.as_tensor().copy()?
+            } else {
+                let delta = (w_st.as_tensor() - w_it.as_tensor())?;
+                (w_it.as_tensor() + (delta * alpha)?)?
+            };
+            vars.insert(name.clone(), Var::from_tensor(&w)?);
+        }
+        if let Some(extra) = st.vars.keys().find(|k| !it.vars.contains_key(*k)) {
+            candle_core::bail!("the fine-tuned model has a parameter `{extra}` the IT model lacks");
+        }
+        Ok(Self { vars })
+    }
+
     /// The parameter `name`.
     pub fn get(&self, name: &str) -> Result<&Var> {
         self.vars

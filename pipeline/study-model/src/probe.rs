@@ -242,6 +242,42 @@ mod tests {
         Gpt::new(cfg, params).expect("model")
     }
 
+    #[test]
+    fn interpolation_hits_both_ends_and_extrapolates_linearly() {
+        let (it, st) = (model(), {
+            let cfg = *model().config();
+            Gpt::new(cfg, Params::init(&cfg, 8, &Device::Cpu).expect("init")).expect("st")
+        });
+        let at = |alpha| Params::interpolate(it.params(), st.params(), alpha).expect("interpolate");
+        let get = |p: &Params| {
+            p.get("transformer.h.1.c_fc.weight")
+                .expect("c_fc")
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values")
+        };
+        let (w_it, w_st) = (get(it.params()), get(st.params()));
+        for alpha in [0.0, 0.5, 1.0, 2.0] {
+            let w = get(&at(alpha));
+            let worst = w
+                .iter()
+                .zip(w_it.iter().zip(&w_st))
+                .map(|(w, (a, b))| (w - (a + alpha as f32 * (b - a))).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-6, "α = {alpha}: off by {worst}");
+        }
+        assert_eq!(get(&at(0.0)), w_it, "α = 0 is the IT model exactly");
+        assert_eq!(get(&at(1.0)), w_st, "α = 1 is the fine-tuned model exactly");
+        let cfg = GptConfig {
+            n_layer: 1,
+            ..*it.config()
+        };
+        let other = Params::init(&cfg, 9, &Device::Cpu).expect("init");
+        let err = Params::interpolate(it.params(), &other, 1.0).expect_err("shapes differ");
+        assert!(err.to_string().contains("no parameter"), "{err}");
+    }
+
     fn row(seed: u32, t: usize) -> Vec<u32> {
         (0..t as u32).map(|i| (i * 7 + seed * 3) % 24).collect()
     }

@@ -28,6 +28,28 @@ pub const ACTIVATIONS_DIR: &str = "activations";
 pub const ADVERSARIAL_ACTIVATIONS_FILE: &str = "adversarial_activations.parquet";
 /// File of the Lipschitz proxies.
 pub const LIPSCHITZ_FILE: &str = "lipschitz.parquet";
+/// The interpolated models' behaviour (schema of `04_evaluate/behaviour.parquet`, models named
+/// by [`interpolated_model`]).
+pub const INTERPOLATION_BEHAVIOUR_FILE: &str = "interpolation_behaviour.parquet";
+/// The interpolated models' τ activations (schema of `activations/<model>.parquet`, models named
+/// by [`interpolated_model`]).
+pub const INTERPOLATION_ACTIVATIONS_FILE: &str = "interpolation_activations.parquet";
+
+/// The name of `W_IT + α (W_<variant> − W_IT)` in the interpolation tables: `<variant>@<α>`.
+pub fn interpolated_model(variant: &str, alpha: f64) -> String {
+    format!("{variant}@{alpha}")
+}
+
+/// The variant and α of an [`interpolated_model`] name.
+pub fn parse_interpolated(name: &str) -> Result<(&str, f64), String> {
+    let (variant, alpha) = name
+        .rsplit_once('@')
+        .ok_or_else(|| format!("`{name}` is not `<variant>@<α>`"))?;
+    let alpha: f64 = alpha
+        .parse()
+        .map_err(|_| format!("`{name}`: α `{alpha}` is not a number"))?;
+    Ok((variant, alpha))
+}
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
@@ -566,6 +588,20 @@ pub fn read_lipschitz(path: &std::path::Path) -> Result<Vec<LipschitzRow>, Artif
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpolated_names_round_trip() {
+        for (v, a) in [
+            ("dpo-medium", 0.0),
+            ("ssft-small", 1.5),
+            ("unlearn-medium", 2.0),
+        ] {
+            assert_eq!(parse_interpolated(&interpolated_model(v, a)), Ok((v, a)));
+        }
+        assert_eq!(interpolated_model("dpo-medium", 0.25), "dpo-medium@0.25");
+        assert!(parse_interpolated("dpo-medium").is_err());
+        assert!(parse_interpolated("dpo-medium@x").is_err());
+    }
 
     fn key(set: &str, group: Group, split: Split, row: u32) -> ActivationKey {
         ActivationKey {

@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, HashSet};
 use polars::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::config::probe::TAU_DUMP;
 use crate::config::spectra::{SpectraConfig, TauReferences};
+use crate::evaluation::{BehaviourRow, Metric, Subset};
 use crate::mechanism::alignment::{self, ColumnSpaceMatrix, ColumnSpaceOptions, RowSpaceOptions};
 use crate::mechanism::clusters::{self, HiddenUnits, ReferenceOverlap, TauMetric, TauOptions};
 use crate::mechanism::controls::{Chance, ControlSpec};
@@ -39,6 +41,7 @@ pub struct MlpWeights {
 pub type ModelWeights = Vec<MlpWeights>;
 
 /// What the analyses read.
+#[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     /// The IT model's weights.
     pub it: &'a ModelWeights,
@@ -54,6 +57,11 @@ pub struct Inputs<'a> {
     pub sets: &'a [String],
     /// Sets with reference rows.
     pub reference_sets: &'a [String],
+    /// The interpolated models' τ activations (last layer), by
+    /// [`crate::probe::interpolated_model`] name (may be empty).
+    pub interpolation: &'a BTreeMap<String, ActivationTable>,
+    /// The interpolated models' behaviour rows.
+    pub interpolation_behaviour: &'a [BehaviourRow],
 }
 
 /// The standard sets: the test points of Fig. 3 and Fig. 5.
@@ -288,6 +296,33 @@ pub struct LipschitzSummary {
     pub q95: f64,
 }
 
+/// C15: one interpolated model `W_IT + α ΔW` (analysis_spec §8): its behaviour on the std sets
+/// and τ at the last layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterpolationRow {
+    /// The fine-tuned variant ΔW comes from.
+    pub model: String,
+    /// α (0: the IT model, 1: the fine-tuned model).
+    pub alpha: f64,
+    /// Greedy exact-match refusal on std_unsafe.
+    pub refusal: f64,
+    /// The same on its `b_only` rows (unsafe only through the text's branch; NaN without such
+    /// rows).
+    pub refusal_b_only: f64,
+    /// Greedy exact-match instruction following on std_safe.
+    pub instruct: f64,
+    /// Rows scored per set.
+    pub n: usize,
+    /// The layer of the τ columns (the last).
+    pub layer: u16,
+    /// Mean τ_L2 of the safe std test points.
+    pub tau_safe: f64,
+    /// Mean τ_L2 of the unsafe std test points.
+    pub tau_unsafe: f64,
+    /// τ_L2 separation of unsafe from safe (as [`TauRow::separation`]).
+    pub tau_separation: f64,
+}
+
 /// Every table of the stage.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tables {
@@ -311,6 +346,8 @@ pub struct Tables {
     pub lipschitz_hist: Vec<HistRow>,
     /// Fig. 6 in numbers.
     pub lipschitz_summary: Vec<LipschitzSummary>,
+    /// C15: the α-interpolation.
+    pub interpolation: Vec<InterpolationRow>,
 }
 
 /// Why the analyses could not run: the failing analysis with its model and layer.
@@ -375,12 +412,19 @@ fn sel<'a>(
 }
 
 /// τ rows of one model.
+/// The probed sets of one τ analysis: all of them, and those with reference rows.
+#[derive(Clone, Copy)]
+struct TauSets<'a> {
+    sets: &'a [String],
+    reference_sets: &'a [String],
+}
+
 fn tau_rows(
     model: &str,
     acts: &ActivationTable,
     adversarial: &[AdversarialActivation],
-    layers: u16,
-    inputs: &Inputs<'_>,
+    layers: std::ops::Range<u16>,
+    inputs: TauSets<'_>,
     cfg: &SpectraConfig,
 ) -> Result<Vec<TauRow>, SpectraError> {
     let refs: Vec<&str> = match cfg.tau.references {
@@ -396,9 +440,9 @@ fn tau_rows(
         .tau
         .first_units
         .map_or(HiddenUnits::All, HiddenUnits::First);
-    let (hook, pool) = (Hook::MlpPost, Pool::Output);
+    let (hook, pool) = (TAU_DUMP.hook, TAU_DUMP.pool);
     let mut out = Vec::new();
-    for layer in 0..layers {
+    for layer in layers {
         let what = || format!("τ of {model} at layer {layer}");
         let m = |sets: &[&str], g, s| {
             ctx(
@@ -505,6 +549,10 @@ pub fn analyse(inputs: &Inputs<'_>, cfg: &SpectraConfig) -> Result<Tables, Spect
     })?;
     let layers = inputs.it.len() as u16;
     let mut t = Tables::default();
+    let tau_sets = TauSets {
+        sets: inputs.sets,
+        reference_sets: inputs.reference_sets,
+    };
     let acts = |model: &str| {
         inputs.activations.get(model).ok_or_else(|| SpectraError {
             what: format!("activations of `{model}`"),
@@ -512,7 +560,7 @@ pub fn analyse(inputs: &Inputs<'_>, cfg: &SpectraConfig) -> Result<Tables, Spect
         })
     };
     t.tau
-        .extend(tau_rows("it", acts("it")?, &[], layers, inputs, cfg)?);
+        .extend(tau_rows("it", acts("it")?, &[], 0..layers, tau_sets, cfg)?);
     for (model, weights) in inputs.variants {
         if weights.len() != inputs.it.len() {
             return Err(SpectraError {
@@ -521,8 +569,14 @@ pub fn analyse(inputs: &Inputs<'_>, cfg: &SpectraConfig) -> Result<Tables, Spect
             });
         }
         let a = acts(model)?;
-        t.tau
-            .extend(tau_rows(model, a, inputs.adversarial, layers, inputs, cfg)?);
+        t.tau.extend(tau_rows(
+            model,
+            a,
+            inputs.adversarial,
+            0..layers,
+            tau_sets,
+            cfg,
+        )?);
         for (layer, (st, it)) in weights.iter().zip(inputs.it).enumerate() {
             let layer = layer as u16;
             for (matrix, w_st, w_it) in [
@@ -595,6 +649,7 @@ pub fn analyse(inputs: &Inputs<'_>, cfg: &SpectraConfig) -> Result<Tables, Spect
         }
     }
     lipschitz_tables(&mut t, inputs.lipschitz, cfg.lipschitz_bins)?;
+    t.interpolation = interpolation_rows(inputs, layers, cfg)?;
     Ok(t)
 }
 
@@ -725,6 +780,66 @@ fn row_space(
         max_abs_cosine: (&dc.max_abs_cosine).into(),
     });
     Ok(())
+}
+
+fn interpolation_rows(
+    inputs: &Inputs<'_>,
+    layers: u16,
+    cfg: &SpectraConfig,
+) -> Result<Vec<InterpolationRow>, SpectraError> {
+    let std: Vec<String> = STD_SETS.iter().map(|s| (*s).to_owned()).collect();
+    let sets = TauSets {
+        sets: &std,
+        reference_sets: &std,
+    };
+    let last = layers.saturating_sub(1);
+    let mut out = Vec::new();
+    for (name, acts) in inputs.interpolation {
+        let what = || format!("interpolated model `{name}`");
+        let (variant, alpha) = ctx(crate::probe::parse_interpolated(name), what)?;
+        let tau = tau_rows(name, acts, &[], last..last + 1, sets, cfg)?;
+        let tau_of = |group: &str| {
+            tau.iter()
+                .find(|r| r.metric == "l2" && r.set == "std" && r.group == group)
+                .ok_or_else(|| SpectraError {
+                    what: what(),
+                    message: format!("no τ of the {group} std test points"),
+                })
+        };
+        let (safe, unsafe_) = (tau_of("safe")?, tau_of("unsafe")?);
+        let cell = |set: &str, metric: Metric, subset: Subset| {
+            inputs.interpolation_behaviour.iter().find(|r| {
+                r.model == *name
+                    && r.set == set
+                    && crate::evaluation::is_greedy_exact(r, metric, subset)
+            })
+        };
+        let missing = |cell: &str| SpectraError {
+            what: what(),
+            message: format!(
+                "no greedy exact-match {cell} in the behaviour table; run `make probe`"
+            ),
+        };
+        let refusal = cell("std_unsafe", Metric::Refusal, Subset::All)
+            .ok_or_else(|| missing("refusal on std_unsafe"))?;
+        let instruct = cell("std_safe", Metric::Instruct, Subset::All)
+            .ok_or_else(|| missing("instruction following on std_safe"))?;
+        out.push(InterpolationRow {
+            model: variant.to_owned(),
+            alpha,
+            refusal: refusal.value,
+            refusal_b_only: cell("std_unsafe", Metric::Refusal, Subset::BOnly)
+                .map_or(f64::NAN, |r| r.value),
+            instruct: instruct.value,
+            n: refusal.n as usize,
+            layer: last,
+            tau_safe: safe.mean,
+            tau_unsafe: unsafe_.mean,
+            tau_separation: unsafe_.separation,
+        });
+    }
+    out.sort_by(|a, b| a.model.cmp(&b.model).then(a.alpha.total_cmp(&b.alpha)));
+    Ok(out)
 }
 
 fn lipschitz_tables(
@@ -969,6 +1084,7 @@ impl Tables {
             direction: read_table(catalog)?,
             lipschitz_hist: read_table(catalog)?,
             lipschitz_summary: read_table(catalog)?,
+            interpolation: read_table(catalog)?,
         })
     }
 }
@@ -1017,6 +1133,10 @@ table_row!(HistRow, "lipschitz_hist", [
 ]);
 table_row!(LipschitzSummary, "lipschitz_summary", [
     "model": Str, "group": Str, "n": U32, "mean": F64, "median": F64, "q05": F64, "q95": F64,
+]);
+table_row!(InterpolationRow, "interpolation", [
+    "model": Str, "alpha": F64, "refusal": F64, "refusal_b_only": F64, "instruct": F64, "n": U32,
+    "layer": U32, "tau_safe": F64, "tau_unsafe": F64, "tau_separation": F64,
 ]);
 
 #[cfg(test)]
@@ -1112,6 +1232,23 @@ mod tests {
             lip("ssft", Group::Safe, 1.5),
         ];
         let sets = vec!["std_safe".to_owned(), "std_unsafe".to_owned()];
+        // α = 0 is the IT model's activations, α = 1 the fine-tuned model's.
+        let interpolation = BTreeMap::from([
+            (
+                "ssft@1".to_owned(),
+                table("ssft@1", &p.safe, &p.unsafe_acts),
+            ),
+            ("ssft@0".to_owned(), table("ssft@0", &p.safe, &it_unsafe)),
+        ]);
+        let behaviour: Vec<BehaviourRow> = [("ssft@0", 0.1, 0.9), ("ssft@1", 0.8, 0.85)]
+            .into_iter()
+            .flat_map(|(m, refusal, instruct)| {
+                [
+                    behaviour_row(m, "std_unsafe", Metric::Refusal, refusal),
+                    behaviour_row(m, "std_safe", Metric::Instruct, instruct),
+                ]
+            })
+            .collect();
         let inputs = Inputs {
             it: &it,
             variants: &variants,
@@ -1120,6 +1257,8 @@ mod tests {
             lipschitz: &lipschitz,
             sets: &sets,
             reference_sets: &sets,
+            interpolation: &interpolation,
+            interpolation_behaviour: &behaviour,
         };
         let cfg = SpectraConfig {
             seed: 3,
@@ -1188,6 +1327,38 @@ mod tests {
         let counts: u64 = t.lipschitz_hist.iter().map(|h| h.count).sum();
         assert_eq!(counts, 4);
         assert_eq!(t.lipschitz_summary.len(), 4, "two models × two groups");
+        let alphas: Vec<f64> = t.interpolation.iter().map(|r| r.alpha).collect();
+        assert_eq!(alphas, [0.0, 1.0], "one row per α, in α order");
+        let (a0, a1) = (&t.interpolation[0], &t.interpolation[1]);
+        assert_eq!(a0.model, "ssft");
+        assert!((a0.tau_separation - sep("it")).abs() < 1e-12, "{a0:?}");
+        assert!((a1.tau_separation - sep("ssft")).abs() < 1e-12, "{a1:?}");
+        assert_eq!((a0.refusal, a0.instruct, a1.refusal), (0.1, 0.9, 0.8));
+        assert!(a0.refusal_b_only.is_nan(), "no b_only cell: NaN, not 0");
+        let no_behaviour = Inputs {
+            interpolation_behaviour: &behaviour[..2],
+            ..inputs
+        };
+        let err = analyse(&no_behaviour, &cfg).expect_err("ssft@1 has no behaviour");
+        assert!(
+            err.to_string().contains("ssft@1") && err.to_string().contains("make probe"),
+            "{err}"
+        );
+    }
+
+    fn behaviour_row(model: &str, set: &str, metric: Metric, value: f64) -> BehaviourRow {
+        BehaviourRow {
+            model: model.into(),
+            method: "ssft".into(),
+            lr_label: String::new(),
+            set: set.into(),
+            subset: Subset::All,
+            metric,
+            decoding: crate::evaluation::Decoding::Greedy,
+            score: crate::evaluation::Score::ExactMatch,
+            value,
+            n: 10,
+        }
     }
 
     #[test]

@@ -10,12 +10,15 @@ use clap::Args;
 use study::Stage;
 use study::artifacts::{self, MODEL_CONFIG_FILE, MODEL_FILE};
 use study::config::ProbeConfig;
+use study::config::probe::{Dump, TAU_DUMP};
 use study::corpus::Variant;
-use study::evaluation::{self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE};
+use study::evaluation::{self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BehaviourRow};
 use study::finetune::PairTable;
 use study::probe::{self as tables, ActivationKey, Group, ModelActivations, Split};
+use study::spectra::STD_SETS;
 use study_model::attack::{AttackRow, AttackSpec, Placement, adversarial_input};
-use study_model::gpt::Gpt;
+use study_model::behaviour::{ModelId, score_set};
+use study_model::gpt::{Gpt, Params};
 use study_model::probe::{self, ProbeRow};
 
 use super::StageArgs;
@@ -44,6 +47,8 @@ pub fn code_fingerprint() -> String {
         include_str!("probe.rs"),
         include_str!("../../../study-model/src/probe.rs"),
         include_str!("../../../study-model/src/attack.rs"),
+        include_str!("../../../study-model/src/behaviour.rs"),
+        include_str!("../../../study/src/evaluation/scoring.rs"),
         include_str!("../../../study/src/probe.rs"),
         include_str!("../../../study/src/config/probe.rs"),
     ])
@@ -81,6 +86,82 @@ fn plan(table: &PairTable, set: &str, cfg: &ProbeConfig) -> Vec<(ActivationKey, 
         }
     }
     out
+}
+
+/// Every planned prompt of `set` with its pooled activations (all layers) at `dumps`.
+fn probe_set(
+    gpt: &Gpt,
+    table: &PairTable,
+    set: &str,
+    cfg: &ProbeConfig,
+    dumps: &[Dump],
+) -> Result<Vec<(ActivationKey, Vec<tables::Activation>)>> {
+    let planned = plan(table, set, cfg);
+    let examples: Vec<_> = planned
+        .iter()
+        .map(|(_, v, i)| table.example(*v, *i))
+        .collect();
+    let rows: Vec<ProbeRow<'_>> = examples
+        .iter()
+        .map(|e| ProbeRow {
+            x: &e.x,
+            text_len: e.text_len,
+        })
+        .collect();
+    let pooled = probe::activations(gpt, &rows, dumps, cfg.output_positions)?;
+    Ok(planned.into_iter().map(|(k, _, _)| k).zip(pooled).collect())
+}
+
+/// The α-interpolation (analysis_spec §8): for every fine-tuned model and α, the behaviour of
+/// `W_IT + α ΔW` on the std sets and its τ activations at the last layer.
+fn interpolation(
+    models: &[(String, Gpt)],
+    tables_by_set: &BTreeMap<String, PairTable>,
+    cfg: &ProbeConfig,
+) -> Result<(Vec<BehaviourRow>, Vec<ModelActivations>)> {
+    let Some(((_, it), variants)) = models.split_first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let last = (it.config().n_layer - 1) as u16;
+    let (mut behaviour, mut activations) = (Vec::new(), Vec::new());
+    for (variant, st) in variants {
+        let (method, lr_label) = variant.split_once('-').unwrap_or((variant.as_str(), ""));
+        for &alpha in &cfg.interpolation.alphas {
+            let name = tables::interpolated_model(variant, alpha);
+            let params = Params::interpolate(it.params(), st.params(), alpha)
+                .with_context(|| format!("interpolating the IT model and `{variant}`"))?;
+            let gpt = Gpt::new(*it.config(), params)?;
+            let id = ModelId {
+                name: name.clone(),
+                method: method.to_owned(),
+                lr_label: lr_label.to_owned(),
+            };
+            let mut acts = ModelActivations {
+                model: name,
+                rows: Vec::new(),
+            };
+            for set in STD_SETS {
+                let table = &tables_by_set[set];
+                let rows = cfg.interpolation.behaviour_rows;
+                behaviour.extend(score_set(
+                    &gpt,
+                    &id,
+                    set,
+                    table,
+                    rows,
+                    true,
+                    set != "std_safe",
+                )?);
+                for (key, mut vectors) in probe_set(&gpt, table, set, cfg, &[TAU_DUMP])? {
+                    vectors.retain(|a| a.layer == last);
+                    acts.rows.push((key, vectors));
+                }
+            }
+            activations.push(acts);
+        }
+        tracing::info!(model = %variant, "interpolated");
+    }
+    Ok((behaviour, activations))
 }
 
 /// Run the stage.
@@ -159,22 +240,8 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
             rows: Vec::new(),
         };
         for set in &cfg.sets {
-            let table = &tables_by_set[set];
-            let planned = plan(table, set, &cfg);
-            let examples: Vec<_> = planned
-                .iter()
-                .map(|(_, v, i)| table.example(*v, *i))
-                .collect();
-            let rows: Vec<ProbeRow<'_>> = examples
-                .iter()
-                .map(|e| ProbeRow {
-                    x: &e.x,
-                    text_len: e.text_len,
-                })
-                .collect();
-            let pooled = probe::activations(gpt, &rows, &cfg.dumps, cfg.output_positions)?;
             acts.rows
-                .extend(planned.into_iter().map(|(k, _, _)| k).zip(pooled));
+                .extend(probe_set(gpt, &tables_by_set[set], set, &cfg, &cfg.dumps)?);
         }
         let file = format!("{}/{name}.parquet", tables::ACTIVATIONS_DIR);
         let (mut df, schema) = (acts.frame()?, tables::activations_schema());
@@ -230,6 +297,45 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
         schema.column_names(),
     )?);
     let probe_seconds = t0.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    if !cfg.interpolation.alphas.is_empty() {
+        let (behaviour, acts) = interpolation(&models, &tables_by_set, &cfg)?;
+        let (mut df, schema) = (
+            evaluation::behaviour_frame(&behaviour)?,
+            evaluation::behaviour_schema(),
+        );
+        artifacts::write_parquet(
+            &mut df,
+            &out.path().join(tables::INTERPOLATION_BEHAVIOUR_FILE),
+            &schema,
+            &[],
+        )?;
+        files.push(out.record(
+            "interpolation_behaviour",
+            tables::INTERPOLATION_BEHAVIOUR_FILE,
+            Some(df.height()),
+            schema.column_names(),
+        )?);
+        let mut frames = acts.iter().map(ModelActivations::frame);
+        let mut df = frames.next().context("no interpolated model")??;
+        for f in frames {
+            df.vstack_mut(&f?)?;
+        }
+        let schema = tables::activations_schema();
+        artifacts::write_parquet(
+            &mut df,
+            &out.path().join(tables::INTERPOLATION_ACTIVATIONS_FILE),
+            &schema,
+            &[],
+        )?;
+        files.push(out.record(
+            "interpolation_activations",
+            tables::INTERPOLATION_ACTIVATIONS_FILE,
+            Some(df.height()),
+            schema.column_names(),
+        )?);
+    }
+    let interpolation_seconds = t2.elapsed().as_secs_f64();
     let t1 = Instant::now();
     if cfg.adversarial {
         let adv = adversarial(&catalog, &models[1..], &cfg, &device)?;
@@ -252,6 +358,7 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
     }
     let timings = BTreeMap::from([
         ("probe_seconds".to_owned(), probe_seconds),
+        ("interpolation_seconds".to_owned(), interpolation_seconds),
         ("adversarial_seconds".to_owned(), t1.elapsed().as_secs_f64()),
     ]);
     let dir = run.finish(out, files, timings)?;

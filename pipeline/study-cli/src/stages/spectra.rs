@@ -162,6 +162,13 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
     if probe_cfg.adversarial {
         run.input("adversarial_activations", &adv_path, "probe")?;
     }
+    let interpolated = !probe_cfg.interpolation.alphas.is_empty();
+    let interp_acts = catalog.stage_file(Stage::Probe, tables::INTERPOLATION_ACTIVATIONS_FILE);
+    let interp_behaviour = catalog.stage_file(Stage::Probe, tables::INTERPOLATION_BEHAVIOUR_FILE);
+    if interpolated {
+        run.input("interpolation_activations", &interp_acts, "probe")?;
+        run.input("interpolation_behaviour", &interp_behaviour, "probe")?;
+    }
     let it_dir = catalog.stage_dir(Stage::Pretrain);
     for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
         run.input(&format!("it_{what}"), &it_dir.join(file), "pretrain")?;
@@ -213,6 +220,21 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
         Vec::new()
     };
     let lipschitz = tables::read_lipschitz(&lip_path)?;
+    let (mut interpolation, mut interpolation_behaviour) = (BTreeMap::new(), Vec::new());
+    if interpolated {
+        for (model, key, a) in tables::read_activations(&interp_acts)?.keys {
+            interpolation
+                .entry(model.clone())
+                .or_insert_with(|| tables::ActivationTable { keys: Vec::new() })
+                .keys
+                .push((model, key, a));
+        }
+        interpolation_behaviour = study::evaluation::read_behaviour(&interp_behaviour)?;
+        // Only the variants asked for (the probe may have interpolated more).
+        interpolation.retain(|name: &String, _| {
+            tables::parse_interpolated(name).is_ok_and(|(v, _)| variants.iter().any(|x| x == v))
+        });
+    }
     let inputs = Inputs {
         it: &it,
         variants: &st,
@@ -221,6 +243,8 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
         lipschitz: &lipschitz,
         sets: &probe_cfg.sets,
         reference_sets: &probe_cfg.reference_sets,
+        interpolation: &interpolation,
+        interpolation_behaviour: &interpolation_behaviour,
     };
     let t = spectra::analyse(&inputs, run.cfg())?;
     let out = run.begin()?;
@@ -246,6 +270,7 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
     write(&t.direction, &out, &mut files)?;
     write(&t.lipschitz_hist, &out, &mut files)?;
     write(&t.lipschitz_summary, &out, &mut files)?;
+    write(&t.interpolation, &out, &mut files)?;
     artifacts::write_json(&summary(&t, &variants), &out.path().join(SUMMARY_FILE))?;
     files.push(out.record("summary", SUMMARY_FILE, None, Vec::new())?);
     let seconds = t0.elapsed().as_secs_f64();

@@ -8,6 +8,13 @@ use super::{FieldError, StageConfig};
 use crate::evaluation::SETS;
 use crate::probe::{Hook, Pool};
 
+/// The dump Fig. 3's τ reads (analysis_spec §1.2): the post-GELU activation over EOT and the
+/// first output letters.
+pub const TAU_DUMP: Dump = Dump {
+    hook: Hook::MlpPost,
+    pool: Pool::Output,
+};
+
 /// One stored tensor: a hook at a pooling of positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +33,17 @@ pub struct LipschitzConfig {
     pub set: String,
     /// Rows (the first of the set; official 1000).
     pub rows: usize,
+}
+
+/// Linear interpolation between the IT and each fine-tuned model (reference/analysis_spec.md §8,
+/// claim C15): `W(α) = W_IT + α (W_ST − W_IT)` for every parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterpolationConfig {
+    /// The α grid (empty: no interpolation); α > 1 extrapolates past the fine-tuned model.
+    pub alphas: Vec<f64>,
+    /// Rows of std_safe and std_unsafe whose behaviour (greedy and teacher-forced) is scored per α.
+    pub behaviour_rows: usize,
 }
 
 /// The probe stage.
@@ -54,6 +72,9 @@ pub struct ProbeConfig {
     pub lipschitz: LipschitzConfig,
     /// Also store the activations of `04_evaluate`'s attacked inputs.
     pub adversarial: bool,
+    /// The α-interpolation: behaviour and the τ activations (`mlp_post@output`, last layer, the
+    /// std sets' reference and test rows) of every interpolated model.
+    pub interpolation: InterpolationConfig,
 }
 
 fn known_set(field: &str, s: &str) -> Result<(), FieldError> {
@@ -103,6 +124,95 @@ impl StageConfig for ProbeConfig {
         if self.lipschitz.rows == 0 {
             return Err(FieldError::new("lipschitz.rows", "must be ≥ 1"));
         }
+        let alphas = &self.interpolation.alphas;
+        if let Some(a) = alphas
+            .iter()
+            .find(|a| !a.is_finite() || !(-4.0..=4.0).contains(*a))
+        {
+            return Err(FieldError::new(
+                "interpolation.alphas",
+                format!("{a} is not a finite α in [-4, 4]"),
+            ));
+        }
+        if alphas.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(FieldError::new(
+                "interpolation.alphas",
+                "list the α grid in increasing order, each once",
+            ));
+        }
+        if !alphas.is_empty() {
+            if self.interpolation.behaviour_rows == 0 {
+                return Err(FieldError::new(
+                    "interpolation.behaviour_rows",
+                    "must be ≥ 1 (or leave `alphas` empty)",
+                ));
+            }
+            if !self.dumps.contains(&TAU_DUMP) {
+                return Err(FieldError::new(
+                    "dumps",
+                    "the interpolation's τ reads `{hook: mlp_post, pool: output}`; add it to `dumps`",
+                ));
+            }
+            for s in crate::spectra::STD_SETS {
+                if !self.reference_sets.iter().any(|r| r == s) {
+                    return Err(FieldError::new(
+                        "reference_sets",
+                        format!("the interpolation's τ needs `{s}` among the reference sets"),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::from_yaml;
+
+    fn preset(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(name)
+            .join("probe.yaml");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn presets_parse_and_bad_interpolation_grids_name_their_field() {
+        let p = Path::new("probe.yaml");
+        for name in ["tiny", "cpu", "paper"] {
+            let cfg: ProbeConfig = from_yaml(&preset(name), p, &[]).expect(name);
+            assert!(
+                cfg.interpolation.alphas.contains(&1.0),
+                "{name}: α = 1 is the ST model"
+            );
+        }
+        let yaml = preset("tiny");
+        for (set, field) in [
+            ("interpolation.alphas=[1.0, 0.5]", "interpolation.alphas"),
+            ("interpolation.alphas=[0.0, .nan]", "interpolation.alphas"),
+            (
+                "interpolation.behaviour_rows=0",
+                "interpolation.behaviour_rows",
+            ),
+            ("reference_sets=[std_safe]", "reference_sets"),
+        ] {
+            let e = from_yaml::<ProbeConfig>(&yaml, p, &[set.into()]).expect_err(set);
+            assert!(e.to_string().contains(field), "{set}: {e}");
+        }
+        let off: ProbeConfig = from_yaml(
+            &yaml,
+            p,
+            &[
+                "interpolation.alphas=[]".into(),
+                "interpolation.behaviour_rows=0".into(),
+            ],
+        )
+        .expect("an empty grid turns the interpolation off");
+        assert!(off.interpolation.alphas.is_empty());
     }
 }

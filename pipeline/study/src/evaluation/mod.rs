@@ -315,7 +315,7 @@ fn value_in(
 }
 
 /// Whether `r` is the greedy exact-match cell of `metric` on `subset`.
-fn is_greedy_exact(r: &BehaviourRow, metric: Metric, subset: Subset) -> bool {
+pub fn is_greedy_exact(r: &BehaviourRow, metric: Metric, subset: Subset) -> bool {
     r.metric == metric
         && r.subset == subset
         && r.decoding == Decoding::Greedy

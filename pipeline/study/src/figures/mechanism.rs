@@ -20,6 +20,9 @@ pub enum Kind {
     Lipschitz,
     /// Fig. 7 / Sec. 5: τ_L2 per layer of jailbreak and attacked inputs beside std safe/unsafe.
     Jailbreaks,
+    /// C15: behaviour of `W_IT + α ΔW` against α (refusal on std_unsafe and its b_only rows,
+    /// instruction following on std_safe).
+    Interpolation,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::RowSpace => "fig5-row-space",
             Kind::Lipschitz => "fig6-lipschitz",
             Kind::Jailbreaks => "fig7-jailbreaks",
+            Kind::Interpolation => "fig9-interpolation",
         }
     }
 }
@@ -52,6 +56,7 @@ pub fn models(t: &Tables, kind: Kind) -> Vec<String> {
             .iter()
             .map(|r| r.model.clone())
             .collect(),
+        Kind::Interpolation => t.interpolation.iter().map(|r| r.model.clone()).collect(),
     };
     let mut seen = std::collections::HashSet::new();
     out.retain(|m| seen.insert(m.clone()));
@@ -184,6 +189,9 @@ where
         Kind::Jailbreaks => {
             "τ per layer of jailbreak and attacked inputs beside std safe / unsafe (post-GELU)"
         }
+        Kind::Interpolation => {
+            "W_IT + α·ΔW (every parameter): greedy exact-match behaviour against α (α = 1: the fine-tuned model)"
+        }
     };
     let root = root.titled(title, ("sans-serif", 20))?;
     let cols = models.len().clamp(1, 4);
@@ -306,6 +314,28 @@ where
                     m,
                     ("gradient norm", "rows"),
                     &[pick("safe"), pick("unsafe")],
+                    false,
+                )?;
+            }
+            Kind::Interpolation => {
+                let pick = |label: &str, f: fn(&crate::spectra::InterpolationRow) -> f64| Series {
+                    label: label.to_owned(),
+                    points: t
+                        .interpolation
+                        .iter()
+                        .filter(|r| r.model == *m && f(r).is_finite())
+                        .map(|r| (r.alpha, f(r), 0.0))
+                        .collect(),
+                };
+                panel(
+                    area,
+                    m,
+                    ("α", "fraction of rows"),
+                    &[
+                        pick("instruct (std_safe)", |r| r.instruct),
+                        pick("refuse (std_unsafe)", |r| r.refusal),
+                        pick("refuse (b_only)", |r| r.refusal_b_only),
+                    ],
                     false,
                 )?;
             }
