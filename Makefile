@@ -12,6 +12,8 @@ SHELL := bash
 
 PRESET ?= cpu
 SEED ?= 0
+# `make all SEEDS="0 1 2"` runs every stage per seed, then combines the seeds (mean, 95 % CI).
+SEEDS ?= $(SEED)
 DEVICE ?= cpu
 THREADS ?=
 # Fine-tuned variants trained at once by `make all` (each on THREADS, default 1 thread when JOBS > 1:
@@ -51,17 +53,21 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra figures notebooks-test test bench timings clean
+.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra seeds figures notebooks-test test bench timings clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n, JOBS=n)
 help:
 	@awk '/^## /{l=substr($$0,4); i=index(l,": "); printf "  %-16s %s\n", substr(l,1,i-1), substr(l,i+2)}' $(MAKEFILE_LIST)
 
-## all: every stage on PRESET (default cpu; JOBS=2 fine-tunes two variants at once), then the notebooks and their figures
+## all: every stage on PRESET for each of SEEDS (default: SEED; JOBS=2 fine-tunes two variants at once), the seeds table, then the notebooks and their figures (of SEED)
 all:
-	$(MAKE) pretrain
-	$(MAKE) -j$(JOBS) finetune $(if $(FT_THREADS),THREADS=$(FT_THREADS),)
-	$(MAKE) spectra figures
+	for s in $(SEEDS); do \
+	  $(MAKE) pretrain SEED=$$s && \
+	  $(MAKE) -j$(JOBS) finetune SEED=$$s $(if $(FT_THREADS),THREADS=$(FT_THREADS),) && \
+	  $(MAKE) spectra SEED=$$s || exit 1; \
+	done
+	$(if $(word 2,$(SEEDS)),$(MAKE) seeds,)
+	$(MAKE) figures
 
 ## tiny: the whole DAG on the tiny preset, in seconds (what the tests use)
 tiny:
@@ -112,6 +118,10 @@ spectra: $(SPECTRA)
 
 $(SPECTRA): $(PROBE) $(CONFIGS)/spectra.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) spectra --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
+
+## seeds: every figure quantity over SEEDS as mean and 95 % CI → data/<preset>/seeds/seeds.parquet
+seeds: $(foreach s,$(SEEDS),data/$(PRESET)/seed-$(s)/06_spectra/manifest.yaml) | build
+	$(STUDY) $(STUDY_FLAGS) seeds --preset $(PRESET) --seeds $(subst $(space),$(comma),$(strip $(SEEDS)))
 
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
 figures: $(SPECTRA)

@@ -42,6 +42,8 @@ enum Command {
     Probe(stages::probe::ProbeArgs),
     /// The mechanistic analyses: τ, ΔW spectra, null and row space, refusal direction, Lipschitz.
     Spectra(stages::spectra::SpectraArgs),
+    /// Every figure quantity over several seeds: mean and 95 % CI (after `spectra` per seed).
+    Seeds(stages::seeds::SeedsArgs),
 }
 
 /// candle's CPU kernels run on a pool of their own, sized once from `CANDLE_NUM_THREADS` (else
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => stages::evaluate::run(args, &cli.runtime),
         Command::Probe(args) => stages::probe::run(args, &cli.runtime),
         Command::Spectra(args) => stages::spectra::run(args, &cli.runtime),
+        Command::Seeds(args) => stages::seeds::run(args, &cli.runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

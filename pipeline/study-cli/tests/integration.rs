@@ -1047,3 +1047,90 @@ fn probe_rejects_a_fine_tuned_model_of_another_shape() {
         "nothing half-written"
     );
 }
+
+#[test]
+fn seeds_combine_every_figure_quantity_and_a_missing_seed_names_the_fix() {
+    tiny_analysed();
+    let (dir, catalog) = tiny();
+    let root = tempfile::tempdir().expect("tempdir");
+    for seed in [0, 3] {
+        let to = root.path().join("tiny").join(format!("seed-{seed}"));
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(dir.path().join("tiny").join("seed-0"))
+            .arg(&to)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    let r = root.path().to_str().expect("utf-8");
+    ok(&study(&[
+        "--data-root",
+        r,
+        "seeds",
+        "--preset",
+        "tiny",
+        "--seeds",
+        "3,0",
+    ]));
+    let path = root.path().join("tiny/seeds/seeds.parquet");
+    let df =
+        study::artifacts::read_parquet(&path, &study::spectra::schema::<study::spectra::SeedRow>())
+            .expect("seeds table");
+    let rows: Vec<study::spectra::SeedRow> = study::spectra::rows_of(&df).expect("rows");
+    let t = study::spectra::Tables::read(catalog).expect("seed 0's tables");
+    let sep = t
+        .tau
+        .iter()
+        .find(|r| {
+            r.model == "dpo-medium"
+                && r.metric == "l2"
+                && r.set == "std"
+                && r.group == "unsafe"
+                && r.layer == 1
+        })
+        .expect("τ row")
+        .separation;
+    let combined = rows
+        .iter()
+        .find(|r| {
+            r.table == "tau"
+                && r.model == "dpo-medium"
+                && r.key == "layer=1 set=std group=unsafe metric=l2"
+                && r.quantity == "separation"
+        })
+        .expect("combined τ separation");
+    assert_eq!((combined.n_seeds, combined.mean), (2, sep), "{combined:?}");
+    assert!(
+        rows.iter().all(|r| r.n_seeds == 2 && r.sd.abs() < 1e-12),
+        "two copies of one seed: every quantity in both, no spread"
+    );
+    for table in [
+        "tau",
+        "spectrum_summary",
+        "column_summary",
+        "gain",
+        "direction",
+        "lipschitz_summary",
+        "interpolation",
+    ] {
+        assert!(rows.iter().any(|r| r.table == table), "no {table} quantity");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let out = study(&[
+        "--data-root",
+        r,
+        "seeds",
+        "--preset",
+        "tiny",
+        "--seeds",
+        "0,5",
+    ]);
+    fails_with(&out, &["seed 5", "make spectra SEED=5"]);
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "the old table is untouched"
+    );
+}

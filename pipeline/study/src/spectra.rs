@@ -1089,6 +1089,178 @@ impl Tables {
     }
 }
 
+/// One figure quantity over seeds: mean, sd and the 95 % confidence interval of the mean
+/// (Student t with n − 1 degrees of freedom), from [`combine_seeds`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedRow {
+    /// The spectra table it comes from (`tau`, `gain`, …).
+    pub table: String,
+    /// `it` or the fine-tuned variant.
+    pub model: String,
+    /// The row's coordinates in its table, readable (`layer=2 set=std group=unsafe metric=l2`).
+    pub key: String,
+    /// The column (`separation`, `ratio`, …).
+    pub quantity: String,
+    /// Seeds with this row.
+    pub n_seeds: usize,
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Sample standard deviation over seeds (NaN with one seed).
+    pub sd: f64,
+    /// Lower end of the 95 % CI of the mean (NaN with one seed).
+    pub ci95_lo: f64,
+    /// Upper end of the 95 % CI of the mean (NaN with one seed).
+    pub ci95_hi: f64,
+}
+
+/// The figure quantities of one seed's tables: (table, model, key, quantity, value).
+fn figure_quantities(t: &Tables) -> Vec<(&'static str, String, String, &'static str, f64)> {
+    let mut out = Vec::new();
+    let mut push = |table, model: &str, key: String, q: &[(&'static str, f64)]| {
+        for &(name, v) in q {
+            out.push((table, model.to_owned(), key.clone(), name, v));
+        }
+    };
+    for r in &t.tau {
+        let key = format!(
+            "layer={} set={} group={} metric={}",
+            r.layer, r.set, r.group, r.metric
+        );
+        push(
+            "tau",
+            &r.model,
+            key,
+            &[
+                ("mean", r.mean),
+                ("separation", r.separation),
+                ("assignment_accuracy", r.assignment_accuracy),
+            ],
+        );
+    }
+    for r in &t.spectrum_summary {
+        let key = format!("layer={} matrix={}", r.layer, r.matrix);
+        push(
+            "spectrum_summary",
+            &r.model,
+            key,
+            &[
+                ("top_energy_share", r.top_energy_share),
+                ("effective_rank", r.effective_rank),
+                ("stable_rank", r.stable_rank),
+            ],
+        );
+    }
+    for r in &t.column_summary {
+        let key = format!("layer={} matrix={}", r.layer, r.matrix);
+        let c = &r.mean_null_projection;
+        push(
+            "column_summary",
+            &r.model,
+            key,
+            &[("observed", c.observed), ("ratio", c.ratio)],
+        );
+    }
+    for r in &t.row_space {
+        let key = format!(
+            "layer={} set={} group={} j={}",
+            r.layer, r.set, r.group, r.j
+        );
+        push(
+            "row_space",
+            &r.model,
+            key,
+            &[("mean_abs_projection", r.mean_abs_projection)],
+        );
+    }
+    for r in &t.gain {
+        let key = format!("layer={} set={} group={}", r.layer, r.set, r.group);
+        let c = &r.mean_gain;
+        push(
+            "gain",
+            &r.model,
+            key,
+            &[("observed", c.observed), ("ratio", c.ratio)],
+        );
+    }
+    for r in &t.direction {
+        let key = format!("layer={}", r.layer);
+        let c = &r.max_abs_cosine;
+        push(
+            "direction",
+            &r.model,
+            key,
+            &[("observed", c.observed), ("ratio", c.ratio)],
+        );
+    }
+    for r in &t.lipschitz_summary {
+        let key = format!("group={}", r.group);
+        push(
+            "lipschitz_summary",
+            &r.model,
+            key,
+            &[("median", r.median), ("mean", r.mean)],
+        );
+    }
+    for r in &t.interpolation {
+        let key = format!("alpha={}", r.alpha);
+        push(
+            "interpolation",
+            &r.model,
+            key,
+            &[
+                ("refusal", r.refusal),
+                ("refusal_b_only", r.refusal_b_only),
+                ("instruct", r.instruct),
+                ("tau_separation", r.tau_separation),
+            ],
+        );
+    }
+    out
+}
+
+/// Every figure quantity of the seeds' tables as mean and 95 % CI over seeds (issue #12's
+/// seeds table). A quantity missing in some seeds is combined over the seeds that have it
+/// (`n_seeds` says how many); non-finite values (a NaN `refusal_b_only`) are left out the same way.
+pub fn combine_seeds(seeds: &[Tables]) -> Result<Vec<SeedRow>, SpectraError> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let mut values: BTreeMap<(&'static str, String, String, &'static str), Vec<f64>> =
+        BTreeMap::new();
+    for t in seeds {
+        for (table, model, key, q, v) in figure_quantities(t) {
+            if v.is_finite() {
+                values.entry((table, model, key, q)).or_default().push(v);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for ((table, model, key, quantity), v) in values {
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let (sd, half) = if n < 2 {
+            (f64::NAN, f64::NAN)
+        } else {
+            let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+            let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).map_err(|e| SpectraError {
+                what: "the seeds' CI".into(),
+                message: e.to_string(),
+            })?;
+            (sd, t.inverse_cdf(0.975) * sd / (n as f64).sqrt())
+        };
+        out.push(SeedRow {
+            table: table.into(),
+            model,
+            key,
+            quantity: quantity.into(),
+            n_seeds: n,
+            mean,
+            sd,
+            ci95_lo: mean - half,
+            ci95_hi: mean + half,
+        });
+    }
+    Ok(out)
+}
+
 macro_rules! table_row {
     ($t:ty, $name:literal, [$($col:literal : $kind:ident),+ $(,)?]) => {
         impl TableRow for $t {
@@ -1133,6 +1305,10 @@ table_row!(HistRow, "lipschitz_hist", [
 ]);
 table_row!(LipschitzSummary, "lipschitz_summary", [
     "model": Str, "group": Str, "n": U32, "mean": F64, "median": F64, "q05": F64, "q95": F64,
+]);
+table_row!(SeedRow, "seeds", [
+    "table": Str, "model": Str, "key": Str, "quantity": Str, "n_seeds": U32, "mean": F64, "sd": F64,
+    "ci95_lo": F64, "ci95_hi": F64,
 ]);
 table_row!(InterpolationRow, "interpolation", [
     "model": Str, "alpha": F64, "refusal": F64, "refusal_b_only": F64, "instruct": F64, "n": U32,
@@ -1343,6 +1519,51 @@ mod tests {
         assert!(
             err.to_string().contains("ssft@1") && err.to_string().contains("make probe"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn seeds_combine_to_mean_and_a_student_t_interval() {
+        let lip = |model: &str, median: f64| LipschitzSummary {
+            model: model.into(),
+            group: "unsafe".into(),
+            n: 10,
+            mean: median,
+            median,
+            q05: 0.0,
+            q95: 1.0,
+        };
+        let seed = |median: f64, extra: bool| Tables {
+            lipschitz_summary: std::iter::once(lip("it", median))
+                .chain(extra.then(|| lip("dpo-medium", 7.0)))
+                .collect(),
+            ..Tables::default()
+        };
+        let rows = combine_seeds(&[seed(1.0, true), seed(2.0, false), seed(6.0, false)])
+            .expect("combined");
+        let get = |model: &str, q: &str| {
+            rows.iter()
+                .find(|r| r.model == model && r.quantity == q)
+                .expect("row")
+        };
+        let m = get("it", "median");
+        assert_eq!(
+            (m.table.as_str(), m.key.as_str(), m.n_seeds),
+            ("lipschitz_summary", "group=unsafe", 3)
+        );
+        assert!((m.mean - 3.0).abs() < 1e-12);
+        // sd = √((4 + 1 + 9) / 2) = √7; t(0.975, 2) = 4.302653 (tables); half = t·sd/√3.
+        assert!((m.sd - 7f64.sqrt()).abs() < 1e-12, "{m:?}");
+        let half = 4.302_652_729_911 * 7f64.sqrt() / 3f64.sqrt();
+        assert!(
+            (m.ci95_hi - 3.0 - half).abs() < 1e-6 && (3.0 - m.ci95_lo - half).abs() < 1e-6,
+            "{m:?}"
+        );
+        let one = get("dpo-medium", "median");
+        assert_eq!((one.n_seeds, one.mean), (1, 7.0));
+        assert!(
+            one.sd.is_nan() && one.ci95_lo.is_nan(),
+            "one seed has no interval: {one:?}"
         );
     }
 

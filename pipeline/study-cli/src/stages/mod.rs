@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod finetune;
 pub mod pretrain;
 pub mod probe;
+pub mod seeds;
 pub mod spectra;
 
 use std::collections::BTreeMap;
