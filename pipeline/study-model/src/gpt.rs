@@ -25,6 +25,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
+use study::mechanism::interpolation::interpolate_values;
 
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
 pub const LN_EPS: f64 = 1e-5;
@@ -233,7 +234,7 @@ impl Params {
     }
 
     /// `it + α (st − it)` for every parameter (the α-interpolation of reference/analysis_spec.md
-    /// §8; α > 1 extrapolates). α = 0 and α = 1 return `it` and `st` exactly (no rounding), so
+    /// §8, by [`study::mechanism::interpolation::interpolate_values`]; α > 1 extrapolates). α = 0 and α = 1 return `it` and `st` exactly (no rounding), so
     /// the ends reproduce the evaluate stage's numbers. Both must have the same names and shapes
     /// (a fine-tuned model of this IT model).
     pub fn interpolate(it: &Self, st: &Self, alpha: f64) -> Result<Self> {
@@ -252,8 +253,10 @@ impl Params {
             } else if alpha == 1.0 {
                 w_st.as_tensor().copy()?
             } else {
-                let delta = (w_st.as_tensor() - w_it.as_tensor())?;
-                (w_it.as_tensor() + (delta * alpha)?)?
+                let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
+                let values = interpolate_values(&flat(w_it)?, &flat(w_st)?, alpha)
+                    .map_err(|e| candle_core::Error::Msg(format!("parameter `{name}`: {e}")))?;
+                Tensor::from_vec(values, w_it.dims(), w_it.device())?
             };
             vars.insert(name.clone(), Var::from_tensor(&w)?);
         }
