@@ -142,14 +142,14 @@ bench:
 	$(CARGO) bench -p study --bench corpus
 	$(CARGO) bench -p study-model --bench train
 
-## timings: wall seconds of every stage of the last run of PRESET/SEED, from its manifests
+## timings: wall seconds and peak memory of every stage of the last run of PRESET/SEED, from its manifests (the stages' bench table)
 timings:
 	@ls $(RUN)/0*/manifest.yaml >/dev/null 2>&1 || { echo "no stage manifests under $(RUN); run \`make all PRESET=$(PRESET)\` first" >&2; exit 1; }
-	@printf '| stage | wall s | of which |\n|---|---:|---|\n'
+	@printf '| stage | wall s | peak RSS MiB | of which |\n|---|---:|---:|---|\n'
 	@for m in $(RUN)/0[12]_*/manifest.yaml $(RUN)/03_finetune/*/manifest.yaml $(RUN)/0[4-9]_*/manifest.yaml; do \
 	  [ -f "$$m" ] || continue; \
-	  awk -v s="$${m#$(RUN)/}" '/^wall_seconds:/ {w=$$2} /^  [a-z_]*seconds:/ {o=o sprintf("%s %.1f ", $$1, $$2)} \
-	    END {sub("/manifest.yaml", "", s); printf "| %s | %.1f | %s|\n", s, w, o}' "$$m"; \
+	  awk -v s="$${m#$(RUN)/}" '/^wall_seconds:/ {w=$$2} /^peak_rss_mib:/ {r=sprintf("%.0f", $$2)} /^  [a-z_]*seconds:/ {o=o sprintf("%s %.1f ", $$1, $$2)} \
+	    END {sub("/manifest.yaml", "", s); printf "| %s | %.1f | %s | %s|\n", s, w, (r == "" ? "—" : r), o}' "$$m"; \
 	done
 
 ## clean: remove generated data and executed notebooks (keeps reports/ and the tools folder)

@@ -57,17 +57,6 @@ fn shapes() -> Vec<Shape> {
     ]
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// GFLOP/s of an n×n by n×n f32 matmul (best of 5).
 fn matmul_peak(dev: &Device, n: usize) -> f64 {
     let a = Tensor::randn(0f32, 1.0, (n, n), dev).unwrap();
@@ -157,7 +146,7 @@ fn main() {
             ms[0],
             ms[1],
             ms[2],
-            peak_rss_mib()
+            study::artifacts::peak_rss_mib().unwrap_or(f64::NAN)
         );
     }
 }

@@ -11,13 +11,6 @@ use std::time::Instant;
 use study::config::CorpusConfig;
 use study::corpus::{self, CorpusSet, NoProgress, Tables};
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn rate(cfg: &CorpusConfig, tables: &Tables, set: CorpusSet, threads: usize) -> f64 {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -75,7 +68,7 @@ fn main() {
         }
         _ => println!("python3 not available: no baseline comparison"),
     }
-    if let Some(mib) = peak_rss_mib() {
+    if let Some(mib) = study::artifacts::peak_rss_mib() {
         println!("peak resident memory: {mib:.0} MiB");
     }
 }

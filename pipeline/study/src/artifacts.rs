@@ -301,6 +301,18 @@ pub struct Manifest {
     /// Per-output timings, seconds.
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
+    /// Peak resident memory of the stage's process, MiB (Linux `VmHWM`; absent where unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Peak resident memory of this process so far, MiB (Linux `/proc/self/status` `VmHWM`; `None`
+/// elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 impl Manifest {

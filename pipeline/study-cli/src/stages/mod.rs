@@ -197,5 +197,6 @@ pub fn manifest<C: serde::Serialize>(
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         wall_seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
         timings,
+        peak_rss_mib: study::artifacts::peak_rss_mib(),
     })
 }
