@@ -127,6 +127,7 @@ fn corpus_manifest_records_every_output() {
             ".started_at" => "[time]",
             ".wall_seconds" => "[seconds]",
             ".timings" => "[timings]",
+            ".peak_rss_mib" => "[MiB]",
             ".outputs[].hash" => "[hash]",
             ".outputs[].bytes" => "[bytes]",
         })
