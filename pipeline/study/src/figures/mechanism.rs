@@ -63,7 +63,9 @@ pub fn models(t: &Tables, kind: Kind) -> Vec<String> {
     out
 }
 
-const PALETTE: [RGBColor; 8] = [
+/// Distinct colours for up to 12 series (Fig. 7 draws std safe/unsafe, four jailbreaks and four
+/// attack budgets): tab10 plus two, so no series shares a colour with another in one panel.
+const PALETTE: [RGBColor; 12] = [
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
@@ -72,6 +74,10 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
 ];
 
 /// One named series of (x, y, ±sd) points.
@@ -142,9 +148,9 @@ where
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
+        .background_style(WHITE.mix(0.6))
         .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 12))
+        .label_font(("sans-serif", 11))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
     Ok(())
