@@ -1135,3 +1135,39 @@ fn seeds_combine_every_figure_quantity_and_a_missing_seed_names_the_fix() {
         "the old table is untouched"
     );
 }
+
+#[test]
+fn a_pretrain_summary_without_its_bar_is_an_error_not_a_default() {
+    tiny_evaluated();
+    let (dir, _) = tiny();
+    let copy = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(dir.path().join("tiny"))
+        .arg(copy.path())
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let catalog = Catalog::new(copy.path(), "tiny", 0);
+    let path = catalog.stage_file(Stage::Pretrain, "summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("summary")).expect("json");
+    summary
+        .as_object_mut()
+        .expect("object")
+        .remove("meets_bar")
+        .expect("the field exists");
+    std::fs::write(&path, summary.to_string()).expect("write");
+    let root = copy.path().to_str().expect("utf-8");
+    let out = study(&[
+        "--data-root",
+        root,
+        "finetune",
+        "--preset",
+        "tiny",
+        "--variant",
+        "ssft-medium",
+        "--force",
+    ]);
+    fails_with(&out, &["summary.json", "meets_bar", "make pretrain"]);
+}

@@ -15,8 +15,13 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use study::Catalog;
-use study::artifacts::{FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Stage, StageDir};
+use study::artifacts::{
+    FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage, StageDir,
+};
 use study::config::StageConfig;
+use study::corpus::CorpusSet;
+use study::evaluation;
+use study::grammar::vocab::Vocab;
 use study_model::gpt::{Gpt, GptConfig, Params};
 
 use super::{Inputs, Plan, Resolved, StageArgs};
@@ -150,4 +155,122 @@ pub fn load_model(
     let params = Params::load(&cfg, &dir.join(MODEL_FILE), device)
         .with_context(|| format!("loading {}; run `make {target}`", dir.display()))?;
     Ok(Gpt::new(cfg, params)?)
+}
+
+/// The paper's six fine-tuned models.
+pub const DEFAULT_VARIANTS: &str =
+    "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
+
+/// The corpus set of an evaluation set's short name (`std_safe` → `eval_std_safe`).
+pub fn eval_set(name: &str) -> Result<CorpusSet> {
+    let full = format!("eval_{name}");
+    CorpusSet::ALL
+        .into_iter()
+        .find(|s| s.name() == full)
+        .with_context(|| {
+            format!(
+                "unknown evaluation set `{name}`; sets: {}",
+                evaluation::SETS.join(", ")
+            )
+        })
+}
+
+/// The IT model's files and what they say.
+pub struct ItModel {
+    /// Its shape.
+    pub cfg: GptConfig,
+    /// Input records (weights, config, summary).
+    pub records: Vec<FileRecord>,
+    /// Whether it met its accuracy bar.
+    pub meets_bar: bool,
+    /// The bar's value on std_safe.
+    pub std_safe_em: f64,
+}
+
+/// Check the IT model exists and agrees with the corpus vocabulary and window.
+pub fn check_it_model(catalog: &Catalog, vocab_len: usize, window: usize) -> Result<ItModel> {
+    let manifest = catalog.manifest(Stage::Pretrain);
+    Manifest::read(&manifest, "pretrain")?;
+    let model_path = catalog.stage_file(Stage::Pretrain, MODEL_FILE);
+    let cfg_path = catalog.stage_file(Stage::Pretrain, MODEL_CONFIG_FILE);
+    let summary_path = catalog.stage_file(Stage::Pretrain, SUMMARY_FILE);
+    let mut records = Vec::new();
+    for (name, path) in [
+        ("it_model", &model_path),
+        ("it_config", &cfg_path),
+        ("it_summary", &summary_path),
+    ] {
+        records.push(catalog.input_record(name, path, "pretrain")?);
+    }
+    let cfg: GptConfig = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is not a model config; run `make pretrain`",
+            cfg_path.display()
+        )
+    })?;
+    if cfg.vocab_size != vocab_len {
+        anyhow::bail!(
+            "the IT model {} has a vocabulary of {} tokens, the corpus {}; they come from different corpora: run `make pretrain` again",
+            cfg_path.display(),
+            cfg.vocab_size,
+            vocab_len
+        );
+    }
+    if cfg.block_size != window - 1 {
+        anyhow::bail!(
+            "the IT model {} reads {} tokens, the corpus rows need {}; run `make pretrain` again",
+            cfg_path.display(),
+            cfg.block_size,
+            window - 1
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("reading {}", summary_path.display()))?,
+    )
+    .with_context(|| format!("{} is corrupt; run `make pretrain`", summary_path.display()))?;
+    let field = |name: &str| {
+        summary.get(name).with_context(|| {
+            format!(
+                "{} has no `{name}`; run `make pretrain` again",
+                summary_path.display()
+            )
+        })
+    };
+    let meets_bar = field("meets_bar")?
+        .as_bool()
+        .with_context(|| format!("{}: `meets_bar` is not a boolean", summary_path.display()))?;
+    let std_safe_em = field("std_safe_greedy_em_both")?
+        .as_f64()
+        .with_context(|| {
+            format!(
+                "{}: `std_safe_greedy_em_both` is not a number",
+                summary_path.display()
+            )
+        })?;
+    Ok(ItModel {
+        cfg,
+        records,
+        meets_bar,
+        std_safe_em,
+    })
+}
+
+/// The corpus vocabulary's size and its input record.
+pub fn check_vocab(catalog: &Catalog) -> Result<(usize, FileRecord)> {
+    let path = catalog.vocab();
+    let record = catalog.input_record("vocab", &path, "corpus")?;
+    let vocab: Vocab = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not a vocabulary; run `make corpus`", path.display()))?;
+    if vocab != Vocab::study() {
+        anyhow::bail!(
+            "the vocabulary {} differs from this code's; run `make corpus` again",
+            path.display()
+        );
+    }
+    Ok((vocab.len(), record))
 }

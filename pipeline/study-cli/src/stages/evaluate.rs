@@ -27,18 +27,14 @@ use study_model::attack::{
     AttackMode, AttackOutcome, AttackRow, AttackSpec, Placement, attack_placed,
 };
 use study_model::behaviour::{ModelId, score_set};
-use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::gpt::Gpt;
 
 use super::StageArgs;
-use super::finetune::{check_it_model, check_vocab};
+use super::driver::{DEFAULT_VARIANTS, check_it_model, check_vocab, eval_set, load_model};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.
 pub const STAGE_VERSION: u32 = 1;
-
-/// The paper's six fine-tuned models.
-pub const DEFAULT_VARIANTS: &str =
-    "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
 
 /// Arguments of `study evaluate`.
 #[derive(Debug, Clone, Args)]
@@ -74,19 +70,6 @@ pub fn code_fingerprint() -> String {
         include_str!("../../../study/src/finetune.rs"),
         include_str!("../../../study/src/config/evaluate.rs"),
     ])
-}
-
-pub fn eval_set(name: &str) -> Result<CorpusSet> {
-    let full = format!("eval_{name}");
-    CorpusSet::ALL
-        .into_iter()
-        .find(|s| s.name() == full)
-        .with_context(|| {
-            format!(
-                "unknown evaluation set `{name}`; sets: {}",
-                evaluation::SETS.join(", ")
-            )
-        })
 }
 
 /// One model under evaluation.
@@ -151,29 +134,16 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     }
     let started = SystemTime::now();
     let device = rt.open_device()?;
-    let load = |dir: std::path::PathBuf, target: &str| -> Result<Gpt> {
-        let cfg_path = dir.join(MODEL_CONFIG_FILE);
-        let gcfg: GptConfig = serde_json::from_str(
-            &std::fs::read_to_string(&cfg_path)
-                .with_context(|| format!("reading {}", cfg_path.display()))?,
-        )
-        .with_context(|| format!("{} is corrupt; run `make {target}`", cfg_path.display()))?;
-        if gcfg != it.cfg {
-            anyhow::bail!(
-                "{} has shape {gcfg:?}, the IT model {:?}; run `make {target}` again",
-                cfg_path.display(),
-                it.cfg
-            );
-        }
-        let params = Params::load(&gcfg, &dir.join(MODEL_FILE), &device)
-            .with_context(|| format!("loading {}; run `make {target}`", dir.display()))?;
-        Ok(Gpt::new(gcfg, params)?)
-    };
     let mut models = vec![Model {
         name: "it".into(),
         method: "it".into(),
         lr_label: String::new(),
-        gpt: load(catalog.stage_dir(Stage::Pretrain), "pretrain")?,
+        gpt: load_model(
+            &catalog.stage_dir(Stage::Pretrain),
+            &it.cfg,
+            "pretrain",
+            &device,
+        )?,
     }];
     for v in &variants {
         let (method, label) = v.split_once('-').unwrap_or((v.as_str(), ""));
@@ -181,7 +151,12 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
             name: v.clone(),
             method: method.to_owned(),
             lr_label: label.to_owned(),
-            gpt: load(catalog.variant_dir(Stage::Finetune, v), "finetune")?,
+            gpt: load_model(
+                &catalog.variant_dir(Stage::Finetune, v),
+                &it.cfg,
+                "finetune",
+                &device,
+            )?,
         });
     }
     let _span = tracing::info_span!("evaluate", preset = %args.stage.preset).entered();

@@ -13,23 +13,22 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use study::Catalog;
 use study::artifacts::{
-    self, FileRecord, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage,
-    StageDir,
+    self, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage, StageDir,
 };
 use study::config::FinetuneConfig;
 use study::config::finetune::{Method, VariantName};
 use study::config::train::LrSchedule;
 use study::corpus::{CorpusSet, Variant};
 use study::finetune::{BatchSpec, PairTable, finetune_batch};
-use study::grammar::vocab::Vocab;
 use study::training::{self, MetricRow, outputs_match_teacher_forced};
-use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::gpt::{Gpt, Params};
 use study_model::objectives::{Dpo, PairBatch, Ssft, Unlearn};
 use study_model::optim::AdamW;
 use study_model::train::{self as tr, Hooks, LoopSpec, Objective, StepReport, TrainError};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::StageArgs;
+use super::driver::{check_it_model, check_vocab};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.
@@ -79,87 +78,6 @@ pub fn code_fingerprint() -> String {
         include_str!("../../../study/src/finetune.rs"),
         include_str!("../../../study/src/config/finetune.rs"),
     ])
-}
-
-/// The IT model's files and what they say.
-pub struct ItModel {
-    /// Its shape.
-    pub cfg: GptConfig,
-    /// Input records (weights, config, summary).
-    pub records: Vec<FileRecord>,
-    /// Whether it met its accuracy bar.
-    pub meets_bar: bool,
-    /// The bar's value on std_safe.
-    pub std_safe_em: f64,
-}
-
-/// Check the IT model exists and agrees with the corpus vocabulary and window.
-pub fn check_it_model(catalog: &Catalog, vocab_len: usize, window: usize) -> Result<ItModel> {
-    let manifest = catalog.manifest(Stage::Pretrain);
-    Manifest::read(&manifest, "pretrain")?;
-    let model_path = catalog.stage_file(Stage::Pretrain, MODEL_FILE);
-    let cfg_path = catalog.stage_file(Stage::Pretrain, MODEL_CONFIG_FILE);
-    let summary_path = catalog.stage_file(Stage::Pretrain, SUMMARY_FILE);
-    let mut records = Vec::new();
-    for (name, path) in [
-        ("it_model", &model_path),
-        ("it_config", &cfg_path),
-        ("it_summary", &summary_path),
-    ] {
-        records.push(catalog.input_record(name, path, "pretrain")?);
-    }
-    let cfg: GptConfig = serde_json::from_str(
-        &std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("reading {}", cfg_path.display()))?,
-    )
-    .with_context(|| {
-        format!(
-            "{} is not a model config; run `make pretrain`",
-            cfg_path.display()
-        )
-    })?;
-    if cfg.vocab_size != vocab_len {
-        anyhow::bail!(
-            "the IT model {} has a vocabulary of {} tokens, the corpus {}; they come from different corpora: run `make pretrain` again",
-            cfg_path.display(),
-            cfg.vocab_size,
-            vocab_len
-        );
-    }
-    if cfg.block_size != window - 1 {
-        anyhow::bail!(
-            "the IT model {} reads {} tokens, the corpus rows need {}; run `make pretrain` again",
-            cfg_path.display(),
-            cfg.block_size,
-            window - 1
-        );
-    }
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&summary_path)
-            .with_context(|| format!("reading {}", summary_path.display()))?,
-    )
-    .with_context(|| format!("{} is corrupt; run `make pretrain`", summary_path.display()))?;
-    Ok(ItModel {
-        cfg,
-        records,
-        meets_bar: summary["meets_bar"].as_bool().unwrap_or(false),
-        std_safe_em: summary["std_safe_greedy_em_both"].as_f64().unwrap_or(0.0),
-    })
-}
-
-/// The corpus vocabulary's size and its input record.
-pub fn check_vocab(catalog: &Catalog) -> Result<(usize, FileRecord)> {
-    let path = catalog.vocab();
-    let record = catalog.input_record("vocab", &path, "corpus")?;
-    let vocab: Vocab = serde_json::from_str(&std::fs::read_to_string(&path)?)
-        .with_context(|| format!("{} is not a vocabulary; run `make corpus`", path.display()))?;
-    if vocab != Vocab::study() {
-        anyhow::bail!(
-            "the vocabulary {} differs from this code's; run `make corpus` again",
-            path.display()
-        );
-    }
-    Ok((vocab.len(), record))
 }
 
 /// Run the stage.

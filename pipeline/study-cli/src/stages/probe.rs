@@ -22,9 +22,9 @@ use study_model::gpt::{Gpt, Params};
 use study_model::probe::{self, ProbeRow};
 
 use super::StageArgs;
-use super::driver::{StageRun, load_model};
-use super::evaluate::{DEFAULT_VARIANTS, eval_set};
-use super::finetune::{check_it_model, check_vocab};
+use super::driver::{
+    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_model,
+};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.

@@ -15,8 +15,7 @@ use study::probe as tables;
 use study::spectra::{self, Inputs, TableRow, Tables};
 
 use super::StageArgs;
-use super::driver::{StageRun, load_model};
-use super::evaluate::DEFAULT_VARIANTS;
+use super::driver::{DEFAULT_VARIANTS, StageRun, load_model};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.
