@@ -133,6 +133,19 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
     }
 }
 
+/// Write `df` as `file` (relative to the stage folder, checked against `schema`) and record it as
+/// output `name`.
+pub fn write_table(
+    out: &StageDir,
+    name: &str,
+    file: &str,
+    df: &mut study::polars::prelude::DataFrame,
+    schema: &study::artifacts::TableSchema,
+) -> Result<FileRecord> {
+    study::artifacts::write_parquet(df, &out.path().join(file), schema, &[])?;
+    Ok(out.record(name, file, Some(df.height()), schema.column_names())?)
+}
+
 /// Load the model in `dir` (written by `make <target>`), which must have the IT model's shape.
 pub fn load_model(
     dir: &Path,

@@ -23,7 +23,7 @@ use study_model::probe::{self, ProbeRow};
 
 use super::StageArgs;
 use super::driver::{
-    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_model,
+    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_model, write_table,
 };
 use crate::runtime::Runtime;
 
@@ -245,12 +245,12 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
         }
         let file = format!("{}/{name}.parquet", tables::ACTIVATIONS_DIR);
         let (mut df, schema) = (acts.frame()?, tables::activations_schema());
-        artifacts::write_parquet(&mut df, &out.path().join(&file), &schema, &[])?;
-        files.push(out.record(
+        files.push(write_table(
+            &out,
             &format!("activations_{name}"),
             &file,
-            Some(df.height()),
-            schema.column_names(),
+            &mut df,
+            &schema,
         )?);
         for (group, variant) in [
             (Group::Safe, Variant::Safe),
@@ -284,17 +284,12 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
         tables::lipschitz_frame(&lip_rows)?,
         tables::lipschitz_schema(),
     );
-    artifacts::write_parquet(
-        &mut df,
-        &out.path().join(tables::LIPSCHITZ_FILE),
-        &schema,
-        &[],
-    )?;
-    files.push(out.record(
+    files.push(write_table(
+        &out,
         "lipschitz",
         tables::LIPSCHITZ_FILE,
-        Some(df.height()),
-        schema.column_names(),
+        &mut df,
+        &schema,
     )?);
     let probe_seconds = t0.elapsed().as_secs_f64();
     let t2 = Instant::now();
@@ -304,17 +299,12 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
             evaluation::behaviour_frame(&behaviour)?,
             evaluation::behaviour_schema(),
         );
-        artifacts::write_parquet(
-            &mut df,
-            &out.path().join(tables::INTERPOLATION_BEHAVIOUR_FILE),
-            &schema,
-            &[],
-        )?;
-        files.push(out.record(
+        files.push(write_table(
+            &out,
             "interpolation_behaviour",
             tables::INTERPOLATION_BEHAVIOUR_FILE,
-            Some(df.height()),
-            schema.column_names(),
+            &mut df,
+            &schema,
         )?);
         let mut frames = acts.iter().map(ModelActivations::frame);
         let mut df = frames.next().context("no interpolated model")??;
@@ -322,17 +312,12 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
             df.vstack_mut(&f?)?;
         }
         let schema = tables::activations_schema();
-        artifacts::write_parquet(
-            &mut df,
-            &out.path().join(tables::INTERPOLATION_ACTIVATIONS_FILE),
-            &schema,
-            &[],
-        )?;
-        files.push(out.record(
+        files.push(write_table(
+            &out,
             "interpolation_activations",
             tables::INTERPOLATION_ACTIVATIONS_FILE,
-            Some(df.height()),
-            schema.column_names(),
+            &mut df,
+            &schema,
         )?);
     }
     let interpolation_seconds = t2.elapsed().as_secs_f64();
@@ -343,17 +328,12 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
             tables::adversarial_activations_frame(&adv)?,
             tables::adversarial_activations_schema(),
         );
-        artifacts::write_parquet(
-            &mut df,
-            &out.path().join(tables::ADVERSARIAL_ACTIVATIONS_FILE),
-            &schema,
-            &[],
-        )?;
-        files.push(out.record(
+        files.push(write_table(
+            &out,
             "adversarial_activations",
             tables::ADVERSARIAL_ACTIVATIONS_FILE,
-            Some(df.height()),
-            schema.column_names(),
+            &mut df,
+            &schema,
         )?);
     }
     let timings = BTreeMap::from([

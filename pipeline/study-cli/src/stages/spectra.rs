@@ -15,7 +15,7 @@ use study::probe as tables;
 use study::spectra::{self, Inputs, TableRow, Tables};
 
 use super::StageArgs;
-use super::driver::{DEFAULT_VARIANTS, StageRun, load_model};
+use super::driver::{DEFAULT_VARIANTS, StageRun, load_model, write_table};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.
@@ -255,8 +255,7 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
     ) -> Result<()> {
         let (mut df, schema) = (spectra::frame(rows)?, spectra::schema::<T>());
         let file = format!("{}.parquet", T::TABLE);
-        artifacts::write_parquet(&mut df, &out.path().join(&file), &schema, &[])?;
-        files.push(out.record(T::TABLE, &file, Some(df.height()), schema.column_names())?);
+        files.push(write_table(out, T::TABLE, &file, &mut df, &schema)?);
         Ok(())
     }
     write(&t.tau, &out, &mut files)?;
