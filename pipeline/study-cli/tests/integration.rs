@@ -1005,19 +1005,36 @@ fn spectra_without_probe_data_names_the_fix_and_writes_nothing() {
     let _ = catalog;
 }
 
+/// `cp -r from to`.
+fn cp_r(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(
+        status.success(),
+        "cp -r {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// A temporary folder holding a copy of `dir` (so a test may break it without touching the
+/// shared run).
+fn copy_dir(dir: &std::path::Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("tempdir");
+    cp_r(dir, copy.path());
+    copy
+}
+
 #[test]
 fn probe_rejects_a_fine_tuned_model_of_another_shape() {
     tiny_analysed();
     let (dir, _) = tiny();
     // A copy of the run, so the shared one stays intact for the other tests.
-    let copy = tempfile::tempdir().expect("tempdir");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(dir.path().join("tiny"))
-        .arg(copy.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let copy = copy_dir(&dir.path().join("tiny"));
     let catalog = Catalog::new(copy.path(), "tiny", 0);
     let cfg = catalog
         .variant_dir(Stage::Finetune, "ssft-small")
@@ -1057,13 +1074,7 @@ fn seeds_combine_every_figure_quantity_and_a_missing_seed_names_the_fix() {
     for seed in [0, 3] {
         let to = root.path().join("tiny").join(format!("seed-{seed}"));
         std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(dir.path().join("tiny").join("seed-0"))
-            .arg(&to)
-            .status()
-            .expect("cp");
-        assert!(status.success());
+        cp_r(&dir.path().join("tiny").join("seed-0"), &to);
     }
     let r = root.path().to_str().expect("utf-8");
     ok(&study(&[
@@ -1140,14 +1151,7 @@ fn seeds_combine_every_figure_quantity_and_a_missing_seed_names_the_fix() {
 fn a_pretrain_summary_without_its_bar_is_an_error_not_a_default() {
     tiny_evaluated();
     let (dir, _) = tiny();
-    let copy = tempfile::tempdir().expect("tempdir");
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(dir.path().join("tiny"))
-        .arg(copy.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
+    let copy = copy_dir(&dir.path().join("tiny"));
     let catalog = Catalog::new(copy.path(), "tiny", 0);
     let path = catalog.stage_file(Stage::Pretrain, "summary.json");
     let mut summary: serde_json::Value =
