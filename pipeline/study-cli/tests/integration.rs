@@ -969,11 +969,14 @@ fn tiny_probe_and_spectra_tables_match_their_snapshot() {
     let models: std::collections::BTreeSet<&str> =
         t.column_summary.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(models.len(), 6, "every fine-tuned model: {models:?}");
-    assert!(
-        t.column_summary
-            .iter()
-            .all(|r| r.mean_null_projection.chance_sd > 0.0)
-    );
+    // A tall c_fc has a left null space, so its control varies; a wide c_proj at its numerical
+    // rank has none, so its share is exactly 0 and the ratio undefined.
+    for r in &t.column_summary {
+        match r.matrix.as_str() {
+            "c_fc" => assert!(r.mean_null_projection.chance_sd > 0.0, "{r:?}"),
+            _ => assert!(r.mean_null_projection.ratio.is_nan(), "{r:?}"),
+        }
+    }
     let round = |x: f64| format!("{x:.3}");
     let summary = serde_json::json!({
         "tau_l2_std": t.tau.iter().filter(|r| r.metric == "l2" && r.set == "std")

@@ -122,7 +122,14 @@ fn prepare(w_st: &Matrix, w_it: &Matrix, opts: &ColumnSpaceOptions) -> Result<Pr
     })
 }
 
+/// ν_i for the first k columns of `left`. When W_IT's column space is the whole output space
+/// (a wide `c_proj` at its numerical rank) the left null space is {0} and every ν_i is exactly 0:
+/// the projection residue would be rounding noise, and a ratio of noise to noise is no statistic
+/// (the control's ratio is then NaN, "undefined").
 fn null_projections(it_basis: &Matrix, left: &Matrix, k: usize) -> Vec<f64> {
+    if it_basis.cols() == it_basis.rows() {
+        return vec![0.0; k];
+    }
     (0..k)
         .map(|i| norm(&orthogonal_complement_component(it_basis, &left.col(i))))
         .collect()
@@ -265,6 +272,29 @@ mod tests {
         assert_eq!(c.alignment.it_rank, 24);
         let ch = &c.mean_null_projection;
         assert!((ch.ratio - 1.0).abs() < 0.15, "{ch:?}");
+        Ok(())
+    }
+
+    /// A wide, full-rank W_IT (a `c_proj`: out 8 < in 20) has no left null space at its
+    /// numerical rank: every ν is exactly 0 and the ratio is undefined (NaN), not noise / noise.
+    #[test]
+    fn trivial_null_space_gives_zero_shares_and_an_undefined_ratio() -> Result<()> {
+        let w_it = Matrix::from_fn(8, 20, |i, j| {
+            ((i * 20 + j) as f64 * 0.37).sin() + f64::from(u8::from(i == j))
+        });
+        let w_st = w_it.add_scaled(
+            1.0,
+            &Matrix::from_fn(8, 20, |i, j| ((i + 3 * j) as f64).cos()),
+            "w",
+        )?;
+        let c = column_space_control(&w_st, &w_it, &ColumnSpaceOptions::default(), spec())?;
+        assert_eq!((c.alignment.it_rank, c.alignment.chance_energy), (8, 0.0));
+        assert!(
+            c.alignment.null_projection.iter().all(|&v| v == 0.0),
+            "{c:?}"
+        );
+        assert!(c.mean_null_projection.draws.iter().all(|&v| v == 0.0));
+        assert!(c.mean_null_projection.ratio.is_nan());
         Ok(())
     }
 
