@@ -2,8 +2,9 @@
 //!
 //! Profiled first (`examples/probe_ops.rs`, a (2112, 192) f32 tensor, 2 threads): candle's
 //! `gelu` forward + backward took 19 ms — its backward is a chain of elementwise tensor ops —
-//! against 4 ms for a 192×192 matmul of the same rows. [`gelu`] computes the same forward
-//! (candle's exact f32 expression) and its derivative in one pass each.
+//! against 4 ms for a 192×192 matmul of the same rows. [`gelu`] computes candle's f32 expression
+//! and its derivative in one pass each, eight lanes at a time with a vectorised `tanh` (within
+//! 2e-6 of candle's scalar forward, tested).
 //! On other devices, or other dtypes, it falls back to candle's `gelu`.
 //!
 //! Likewise a LayerNorm composed of tensor ops took 18 ms forward + backward at that size, mostly
@@ -12,6 +13,7 @@
 //! the three gradients in another. (candle-nn's own fused `layer_norm` has no backward at all.)
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
@@ -19,6 +21,38 @@ use candle_core::{
 
 const C: f32 = 0.797_884_6; // √(2/π), as candle's f32 GELU
 const A: f32 = 0.044_715;
+
+/// Elements per rayon task of an elementwise kernel.
+const PAR_CHUNK: usize = 4096;
+
+/// tanh-GELU and its derivative on eight lanes at once: `(gelu(v), gelu'(v))`.
+///
+/// `tanh` is `wide`'s vectorised one (exp-based, within a few ulp of libm's `tanhf`). Profiled on
+/// the `cpu` pre-training (1 thread, `perf record`): libm's scalar `tanhf`/`expm1f` took 33% of
+/// the step, one element at a time; this takes eight (four per SSE instruction without AVX).
+fn gelu_lanes(v: f32x8) -> (f32x8, f32x8) {
+    let (c, a, half, one) = (
+        f32x8::splat(C),
+        f32x8::splat(A),
+        f32x8::splat(0.5),
+        f32x8::ONE,
+    );
+    let v2 = v * v;
+    let t = (c * v * (one + a * v2)).tanh();
+    let value = half * v * (one + t);
+    let du = c * (one + f32x8::splat(3.0) * a * v2);
+    let slope = half * (one + t) + half * v * (one - t * t) * du;
+    (value, slope)
+}
+
+/// `out[i] = f(x[i], g[i])` eight lanes at a time; the tail is zero-padded to a full vector.
+fn map_lanes(out: &mut [f32], x: &[f32], g: &[f32], f: impl Fn(f32x8, f32x8) -> f32x8) {
+    let lanes = |s: &[f32]| f32x8::new(std::array::from_fn(|i| s.get(i).copied().unwrap_or(0.0)));
+    for ((o, x), g) in out.chunks_mut(8).zip(x.chunks(8)).zip(g.chunks(8)) {
+        let r = f(lanes(x), lanes(g)).to_array();
+        o.copy_from_slice(&r[..o.len()]);
+    }
+}
 
 /// tanh-approximation GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, differentiable.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
@@ -49,12 +83,11 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
+        let mut y = vec![0f32; x.len()];
         // Elementwise, so splitting the work across threads cannot change a value.
-        let y = x
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&v| 0.5 * v * (1.0 + f32::tanh(C * v * (1.0 + A * v * v))))
-            .collect();
+        y.par_chunks_mut(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK))
+            .for_each(|(y, x)| map_lanes(y, x, x, |v, _| gelu_lanes(v).0));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -83,16 +116,10 @@ impl CustomOp2 for GeluGrad {
         if x.len() != g.len() {
             candle_core::bail!("fused gelu grad: {} inputs, {} gradients", x.len(), g.len());
         }
-        let out = x
-            .par_iter()
-            .zip(g)
-            .with_min_len(4096)
-            .map(|(&v, &gr)| {
-                let t = f32::tanh(C * v * (1.0 + A * v * v));
-                let du = C * (1.0 + 3.0 * A * v * v);
-                gr * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du)
-            })
-            .collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)))
+            .for_each(|(o, (x, g))| map_lanes(o, x, g, |v, gr| gr * gelu_lanes(v).1));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -577,19 +604,29 @@ mod tests {
 
     #[test]
     fn fused_gelu_equals_candles_forward_and_gradient() {
+        // 803 values (not a multiple of the 8 lanes) over [-4.1, 4.1], where GELU bends.
         let x = Var::from_tensor(
-            &(Tensor::arange(-400f32, 400.0, &Device::Cpu).expect("range") / 97.0)
+            &(Tensor::arange(-401f32, 402.0, &Device::Cpu).expect("range") / 97.0)
                 .expect("scaled")
-                .reshape((8, 100))
+                .reshape((11, 73))
                 .expect("2-d"),
         )
         .expect("var");
-        let w = (Tensor::arange(0f32, 800.0, &Device::Cpu).expect("w") / 800.0)
-            .and_then(|t| t.reshape((8, 100)))
+        let w = (Tensor::arange(0f32, 803.0, &Device::Cpu).expect("w") / 803.0)
+            .and_then(|t| t.reshape((11, 73)))
             .expect("weights");
         let ours = gelu(x.as_tensor()).expect("ours");
         let theirs = x.as_tensor().gelu().expect("theirs");
-        assert_eq!(max_diff(&ours, &theirs), 0.0, "same f32 forward expression");
+        // Vectorised tanh against libm's: a few ulp of values up to 4.1.
+        assert!(
+            max_diff(&ours, &theirs) < 2e-6,
+            "{}",
+            max_diff(&ours, &theirs)
+        );
         assert_same_gradients(&ours, &theirs, &w, &[&x], 1e-5);
+        // Far tails: exactly 0 and x where tanh saturates, nothing non-finite.
+        let tails = Tensor::new(&[-60f32, -12.0, 0.0, 12.0, 60.0], &Device::Cpu).expect("tails");
+        let v = gelu(&tails).and_then(|t| t.to_vec1::<f32>()).expect("gelu");
+        assert_eq!(v, vec![-0.0, -0.0, 0.0, 12.0, 60.0]);
     }
 }
