@@ -203,7 +203,21 @@ impl Params {
                     t.dims()
                 );
             }
-            vars.insert(name, Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+            let t = t.to_dtype(DType::F32)?;
+            let bad = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .filter(|v| !v.is_finite())
+                .count();
+            if bad > 0 {
+                candle_core::bail!(
+                    "checkpoint tensor `{name}` has {bad} non-finite value(s) (NaN or ±inf): \
+                     training diverged or the file was edited; re-run the stage that wrote it \
+                     with --force"
+                );
+            }
+            vars.insert(name, Var::from_tensor(&t)?);
         }
         tensors.retain(|k, _| !(k == "transformer.wpe.pe" || k.ends_with(".attn.bias")));
         if let Some(extra) = tensors.keys().next() {

@@ -21,7 +21,7 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     /// The loss became NaN or infinite; the last checkpoint is kept as it was.
     #[error(
-        "the loss became {loss} at step {step}; stopped without writing this step (the last checkpoint is intact: lower lr.lr_max or set grad_clip, then rerun with --resume)"
+        "the loss became {loss} at step {step}; stopped without writing this step (each stage says how to recover)"
     )]
     NonFinite {
         /// 0-based step whose loss was not finite.

@@ -387,6 +387,23 @@ fn checkpoint_round_trip_keeps_official_names_and_rejects_wrong_shapes() {
     let wider = GptConfig { n_embd: 16, ..CFG };
     let err = Params::load(&wider, &path, &Device::Cpu).expect_err("shape mismatch");
     assert!(err.to_string().contains("has shape"), "{err}");
+    // A NaN weight (diverged training, an edited file) is refused on load, naming the tensor.
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).expect("load");
+    let name = "transformer.h.1.attn.c_attn.weight";
+    let w = &tensors[name];
+    let mut v = w
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("values");
+    v[7] = f32::NAN;
+    let poisoned = Tensor::from_vec(v, w.dims(), &Device::Cpu).expect("tensor");
+    tensors.insert(name.to_owned(), poisoned);
+    candle_core::safetensors::save(&tensors, &path).expect("save");
+    let err = Params::load(&CFG, &path, &Device::Cpu).expect_err("NaN weight");
+    assert!(
+        err.to_string().contains(name) && err.to_string().contains("non-finite"),
+        "{err}"
+    );
 }
 
 /// The whole chain (forward, backward, AdamW) can fit: a fixed batch of random sequences is

@@ -126,12 +126,44 @@ pub fn from_yaml<C: StageConfig>(
             reason: e.to_string(),
         })?;
     }
-    cfg.validate().map_err(|e| ConfigError::Invalid {
+    let invalid = |e: FieldError| ConfigError::Invalid {
         path: path.to_owned(),
         field: e.field,
         message: e.message,
-    })?;
+    };
+    let resolved = serde_yaml::to_value(&cfg).map_err(parse)?;
+    reject_non_finite(&resolved, "").map_err(invalid)?;
+    cfg.validate().map_err(invalid)?;
     Ok(cfg)
+}
+
+/// Every number in a config must be finite: `.inf` or `.nan` would train without learning or
+/// attack without a budget rather than fail, so they are refused at load, for every field.
+fn reject_non_finite(value: &Value, field: &str) -> Result<(), FieldError> {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if !x.is_finite() => Err(FieldError::new(
+                field,
+                format!("must be a finite number, got {x}"),
+            )),
+            _ => Ok(()),
+        },
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| reject_non_finite(v, &format!("{field}[{i}]"))),
+        Value::Mapping(map) => map.iter().try_for_each(|(k, v)| {
+            let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
+            let path = if field.is_empty() {
+                key
+            } else {
+                format!("{field}.{key}")
+            };
+            reject_non_finite(v, &path)
+        }),
+        Value::Tagged(t) => reject_non_finite(&t.value, field),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
 }
 
 fn apply_override(value: &mut Value, raw: &str) -> Result<(), ConfigError> {
@@ -192,6 +224,33 @@ mod tests {
         assert!(wrong.to_string().contains("layout.window=lots"), "{wrong}");
         let malformed = from_yaml::<CorpusConfig>("{}", p, &["seed".into()]).expect_err("no =");
         assert!(malformed.to_string().contains("key.sub=value"));
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_naming_the_field() {
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny");
+        for (over, field) in [
+            ("lr.lr_max=.inf", "lr.lr_max"),
+            ("lr.lr_min=.nan", "lr.lr_min"),
+            ("adamw.eps=-.inf", "adamw.eps"),
+        ] {
+            let err = load::<PretrainConfig>(&tiny.join("pretrain.yaml"), &[over.into()])
+                .expect_err(over);
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("field `{field}`")) && msg.contains("finite"),
+                "{over}: {msg}"
+            );
+        }
+        let in_list = load::<EvaluateConfig>(
+            &tiny.join("evaluate.yaml"),
+            &["attack.budget_factors=[0.5, .inf]".into()],
+        )
+        .expect_err("inf budget");
+        assert!(
+            in_list.to_string().contains("attack.budget_factors[1]"),
+            "{in_list}"
+        );
     }
 
     #[test]

@@ -220,7 +220,17 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
             train_with(&model, &mut opt, &objective, spec, &mut hooks)
         }
     };
-    result.with_context(|| format!("fine-tuning {name}"))?;
+    if let Err(e) = result {
+        let what = match e {
+            TrainError::NonFinite { .. } => format!(
+                "fine-tuning {name} diverged: lower lrs.{} or set grad_clip in finetune.yaml and \
+                 rerun (fine-tuning keeps no checkpoint; nothing of {name} was written)",
+                variant.lr_label
+            ),
+            _ => format!("fine-tuning {name}"),
+        };
+        return Err(anyhow::Error::from(e).context(what));
+    }
     drop(bar);
     let (em, rows) = evaluate(&model, &test, cfg.eval_rows, cfg.steps)?;
     hooks.rows.extend(rows);

@@ -278,6 +278,12 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
             );
             return Ok(());
         }
+        Err(e @ TrainError::NonFinite { .. }) => {
+            return Err(e).context(
+                "pre-training diverged: lower lr.lr_max or set grad_clip, then rerun with --resume \
+                 (the last checkpoint is intact)",
+            );
+        }
         Err(e) => return Err(e).context("pre-training"),
     }
     drop(bar);
