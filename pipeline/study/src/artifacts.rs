@@ -60,6 +60,17 @@ pub enum ArtifactError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another process is writing the same stage folder.
+    #[error(
+        "{path} is being written by another process (it holds {lock}); wait for it to finish \
+         (the lock is released when that process exits, however it exits)"
+    )]
+    Locked {
+        /// The stage folder.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// Parquet writer error.
     #[error("cannot write {path}: {source}")]
     Polars {
@@ -378,13 +389,17 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// A stage folder being written: `<stage>.tmp/`, renamed into place by [`StageDir::commit`] and
-/// removed if dropped uncommitted.
+/// removed if dropped uncommitted. While it lives, it holds an exclusive OS lock on
+/// `<stage>.lock` beside the folder, so two runs cannot write the same folder at once (the
+/// second fails with [`ArtifactError::Locked`]); the OS releases the lock when the process ends,
+/// so a killed run never leaves a folder locked. The empty lock file stays.
 #[derive(Debug)]
 pub struct StageDir {
     tmp: PathBuf,
     final_dir: PathBuf,
     run_root: PathBuf,
     committed: bool,
+    _lock: std::fs::File,
 }
 
 impl StageDir {
@@ -400,6 +415,31 @@ impl StageDir {
 
     fn begin_at(catalog: &Catalog, final_dir: PathBuf) -> Result<Self> {
         let tmp = final_dir.with_extension("tmp");
+        // Lock first: the stale-folder clean-up below must never remove a live run's folder.
+        let lock_path = final_dir.with_extension("lock");
+        let lock_err = |source| ArtifactError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        if let Some(parent) = lock_path.parent() {
+            std::fs::create_dir_all(parent).map_err(lock_err)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ArtifactError::Locked {
+                    path: final_dir,
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
         let write = |source| ArtifactError::Write {
             path: tmp.clone(),
             source,
@@ -413,6 +453,7 @@ impl StageDir {
             final_dir,
             run_root: catalog.root().to_owned(),
             committed: false,
+            _lock: lock,
         })
     }
 
@@ -699,5 +740,26 @@ mod tests {
         };
         assert!(!tmp.exists());
         assert!(!cat.stage_dir(Stage::Corpus).exists());
+    }
+
+    #[test]
+    fn a_stage_folder_is_written_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cat = Catalog::new(dir.path(), "tiny", 0);
+        let first = StageDir::begin(&cat, Stage::Corpus).expect("begin");
+        std::fs::write(first.path().join("part.parquet"), b"x").expect("write");
+        let err = StageDir::begin(&cat, Stage::Corpus).expect_err("second writer");
+        assert!(matches!(err, ArtifactError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("01_corpus.lock"), "{err}");
+        // The loser did not clean up the winner's temporary folder.
+        assert!(first.path().join("part.parquet").exists());
+        // Another stage, or a variant folder, is not blocked.
+        drop(StageDir::begin(&cat, Stage::Pretrain).expect("other stage"));
+        let a = StageDir::begin_variant(&cat, Stage::Finetune, "ssft-medium").expect("variant");
+        let b = StageDir::begin_variant(&cat, Stage::Finetune, "dpo-medium").expect("variant");
+        drop((a, b));
+        // Released on drop: the next run may begin.
+        drop(first);
+        drop(StageDir::begin(&cat, Stage::Corpus).expect("after release"));
     }
 }

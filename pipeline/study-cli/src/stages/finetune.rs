@@ -147,6 +147,9 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
         })?;
         Ok(Gpt::new(it.cfg, params)?)
     };
+    // Held from here: no other run may fine-tune this variant into its folder meanwhile.
+    let out = StageDir::begin_variant(&catalog, Stage::Finetune, &name)
+        .with_context(|| format!("starting the folder of {name}"))?;
     let model = load()?;
     let mut opt = AdamW::new(model.params(), cfg.adamw)?;
     let lr = cfg.lrs[&variant.lr_label];
@@ -244,8 +247,6 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
         compliance_em: em[2],
         train_seconds: hooks.train_seconds,
     };
-    let out = StageDir::begin_variant(&catalog, Stage::Finetune, &name)
-        .with_context(|| format!("starting the folder of {name}"))?;
     model
         .params()
         .save(&out.path().join(MODEL_FILE))

@@ -194,6 +194,9 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     {
         return Ok(());
     }
+    // Held from here: no other run may write this folder or its checkpoints meanwhile.
+    let out =
+        StageDir::begin(&catalog, Stage::Pretrain).context("starting the pretrain stage folder")?;
     let data = read_inputs(&catalog, inputs)?;
     let device = rt.open_device()?;
     let gpt_cfg = GptConfig {
@@ -289,8 +292,6 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     drop(bar);
     let summary = hooks.summary()?;
     // Final outputs, atomically.
-    let out =
-        StageDir::begin(&catalog, Stage::Pretrain).context("starting the pretrain stage folder")?;
     write_checkpoint(out.path(), &model, &opt, &hooks.state, &hooks.rows)?;
     artifacts::write_json(&summary, &out.path().join(SUMMARY_FILE))?;
     let mut files = Vec::new();
