@@ -53,7 +53,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra seeds figures notebooks-test test bench timings clean
+.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra seeds figures notebooks-test test bench bench-pytorch timings clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n, JOBS=n)
 help:
@@ -141,6 +141,19 @@ test:
 bench:
 	$(CARGO) bench -p study --bench corpus
 	$(CARGO) bench -p study-model --bench train
+
+## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads; installs torch into STUDY_TOOLS, ~5 GB, once)
+BENCH_OUT := $(TARGET_DIR)/bench-pytorch
+TORCH_PY := $(STUDY_TOOLS)/bench-pytorch/bin/python
+bench-pytorch:
+	test -x $(TORCH_PY) || { python3 -m venv $(STUDY_TOOLS)/bench-pytorch && $(STUDY_TOOLS)/bench-pytorch/bin/pip install -q torch safetensors numpy; }
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	for n in 1 2; do \
+	  BENCH_FIXTURE=$(BENCH_OUT)/fixture BENCH_JSON=$(BENCH_OUT)/ours-$$n.jsonl BENCH_SHAPES=cpu,cpu-l18,paper \
+	  CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	done
+	cat $(BENCH_OUT)/ours-*.jsonl > $(BENCH_OUT)/ours.jsonl
+	$(TORCH_PY) pipeline/study-model/benches/pytorch_mirror.py --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl
 
 ## timings: wall seconds and peak memory of every stage of the last run of PRESET/SEED, from its manifests (the stages' bench table)
 timings:

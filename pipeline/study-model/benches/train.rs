@@ -5,13 +5,21 @@
 //! `cargo bench -p study-model --bench train` (`make bench`). Set `BENCH_STEPS` to change the
 //! timed steps per shape (default 5, after 2 warm-up steps) and `BENCH_SHAPES` to a comma list
 //! (`tiny,cpu,cpu-l18,paper`).
+//!
+//! For the side-by-side with PyTorch (`make bench-pytorch`, `benches/pytorch_mirror.py`):
+//! `BENCH_JSON=<file>` also writes one JSON object per shape, and `BENCH_FIXTURE=<dir>` first
+//! writes a parity fixture — weights, a batch, and this model's logits, loss and gradients at the
+//! `cpu` shape — that the PyTorch mirror must reproduce before its times count.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use study::grammar::vocab::VOCAB_SIZE;
+use candle_core::{DType, Device, Tensor};
+use study::grammar::vocab::{PAD, VOCAB_SIZE};
 use study_model::gpt::{Gpt, GptConfig, Params};
 use study_model::optim::{AdamW, AdamWConfig};
 use study_model::train::{NextToken, Objective, TokenBatch};
@@ -72,8 +80,63 @@ fn matmul_peak(dev: &Device, n: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
+/// The bench's fixed batch: inputs `(7i + 3) mod V`, targets `(11i + 5) mod V` (PAD ignored).
+fn fixed_batch(batch: usize, t: usize, dev: &Device) -> TokenBatch {
+    let ids = |a: usize, b: usize| -> Vec<u32> {
+        (0..batch * t)
+            .map(|i| ((i * a + b) % VOCAB_SIZE) as u32)
+            .collect()
+    };
+    TokenBatch {
+        x: Tensor::from_vec(ids(7, 3), (batch, t), dev).unwrap(),
+        y: Tensor::from_vec(ids(11, 5), (batch, t), dev).unwrap(),
+    }
+}
+
+/// Weights, batch and this model's logits, loss and gradients at the `cpu` shape (batch 4), for
+/// the PyTorch mirror's parity check.
+fn write_fixture(dir: &Path, dev: &Device) {
+    std::fs::create_dir_all(dir).unwrap();
+    let s = shapes().into_iter().find(|s| s.name == "cpu").unwrap();
+    let model = Gpt::new(s.cfg, Params::init(&s.cfg, 7, dev).unwrap()).unwrap();
+    model.params().save(&dir.join("model.safetensors")).unwrap();
+    let batch = fixed_batch(4, s.cfg.block_size, dev);
+    let logits = model.forward(&batch.x, None).unwrap();
+    let loss = NextToken.loss(&model, &batch).unwrap();
+    let grads = loss.backward().unwrap();
+    let mut out: HashMap<String, Tensor> = HashMap::from([
+        ("x".into(), batch.x.to_dtype(DType::I64).unwrap()),
+        ("y".into(), batch.y.to_dtype(DType::I64).unwrap()),
+        ("logits".into(), logits),
+        ("loss".into(), loss.reshape(1).unwrap()),
+    ]);
+    // `ln_2` is in the model but not in the graph (the official block never uses it): no gradient.
+    for (name, var) in model.params().iter() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            out.insert(format!("grad.{name}"), g.clone());
+        }
+    }
+    candle_core::safetensors::save(&out, dir.join("fixture.safetensors")).unwrap();
+    let meta = serde_json::json!({
+        "n_layer": s.cfg.n_layer, "n_head": s.cfg.n_head, "n_embd": s.cfg.n_embd,
+        "block_size": s.cfg.block_size, "vocab_size": s.cfg.vocab_size,
+        "mlp_ratio": s.cfg.mlp_ratio, "pad": PAD,
+        "shapes": shapes().iter().map(|s| serde_json::json!({
+            "name": s.name, "n_layer": s.cfg.n_layer, "n_head": s.cfg.n_head,
+            "n_embd": s.cfg.n_embd, "block_size": s.cfg.block_size, "batch": s.batch,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(dir.join("config.json"), meta.to_string()).unwrap();
+}
+
 fn main() {
     let dev = Device::Cpu;
+    if let Ok(dir) = std::env::var("BENCH_FIXTURE") {
+        write_fixture(Path::new(&dir), &dev);
+    }
+    let mut json = std::env::var("BENCH_JSON")
+        .ok()
+        .map(|p| std::fs::File::create(p).unwrap());
     let steps: usize = std::env::var("BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -95,16 +158,7 @@ fn main() {
         let t = s.cfg.block_size;
         let model = Gpt::new(s.cfg, Params::init(&s.cfg, 0, &dev).unwrap()).unwrap();
         let mut opt = AdamW::new(model.params(), AdamWConfig::default()).unwrap();
-        let x: Vec<u32> = (0..s.batch * t)
-            .map(|i| ((i * 7 + 3) % VOCAB_SIZE) as u32)
-            .collect();
-        let y: Vec<u32> = (0..s.batch * t)
-            .map(|i| ((i * 11 + 5) % VOCAB_SIZE) as u32)
-            .collect();
-        let batch = TokenBatch {
-            x: Tensor::from_vec(x, (s.batch, t), &dev).unwrap(),
-            y: Tensor::from_vec(y, (s.batch, t), &dev).unwrap(),
-        };
+        let batch = fixed_batch(s.batch, t, &dev);
         // Phases, to see where a step's time goes: forward (loss), backward, optimiser.
         let mut phase = [0f64; 3];
         let mut step = |phase: &mut [f64; 3]| {
@@ -148,5 +202,14 @@ fn main() {
             ms[2],
             study::artifacts::peak_rss_mib().unwrap_or(f64::NAN)
         );
+        if let Some(f) = json.as_mut() {
+            let row = serde_json::json!({
+                "impl": "ours (candle)", "shape": s.name,
+                "threads": candle_core::utils::get_num_threads(),
+                "steps_per_s": 1.0 / secs, "gflops": gflops, "peak_gflops": peak,
+                "fwd_ms": ms[0], "bwd_ms": ms[1], "opt_ms": ms[2],
+            });
+            writeln!(f, "{row}").unwrap();
+        }
     }
 }
