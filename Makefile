@@ -31,7 +31,16 @@ CARGO_FEATURES := $(if $(filter cuda,$(DEVICE)),--features cuda,)
 STUDY := $(TARGET_DIR)/$(PROFILE_DIR)/study
 STUDY_FLAGS := --device $(DEVICE) $(if $(THREADS),--threads $(THREADS),)
 
-RUN := data/$(PRESET)/seed-$(SEED)
+# Where runs live: STUDY_DATA_ROOT if set (the binary reads the same variable), else data/.
+DATA_ROOT := $(or $(STUDY_DATA_ROOT),data)
+export STUDY_DATA_ROOT := $(DATA_ROOT)
+# Seeds are plain decimals: the binary names the run folder seed-<value>, so SEED=01 would look for
+# a folder that is never written and re-run forever.
+BAD_SEEDS := $(shell for s in $(SEED) $(SEEDS); do [[ "$$s" =~ ^(0|[1-9][0-9]*)$$ ]] || echo "$$s"; done)
+ifneq ($(BAD_SEEDS),)
+$(error SEED/SEEDS: `$(BAD_SEEDS)` is not a plain decimal seed (write 1, not 01 or +1))
+endif
+RUN := $(DATA_ROOT)/$(PRESET)/seed-$(SEED)
 CONFIGS := pipeline/configs/$(PRESET)
 REPORTS := reports
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
@@ -120,7 +129,7 @@ $(SPECTRA): $(PROBE) $(CONFIGS)/spectra.yaml $(CODE) | build
 	$(STUDY) $(STUDY_FLAGS) spectra --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
 
 ## seeds: every figure quantity over SEEDS as mean and 95 % CI → data/<preset>/seeds/seeds.parquet
-seeds: $(foreach s,$(SEEDS),data/$(PRESET)/seed-$(s)/06_spectra/manifest.yaml) | build
+seeds: $(foreach s,$(SEEDS),$(DATA_ROOT)/$(PRESET)/seed-$(s)/06_spectra/manifest.yaml) | build
 	$(STUDY) $(STUDY_FLAGS) seeds --preset $(PRESET) --seeds $(subst $(space),$(comma),$(strip $(SEEDS)))
 
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
@@ -130,7 +139,7 @@ figures: $(SPECTRA)
 ## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path
 notebooks-test:
 	$(MAKE) tiny
-	scripts/run-notebooks.sh data/tiny/seed-0 data/tiny/seed-0/reports $(NOTEBOOKS)
+	scripts/run-notebooks.sh $(DATA_ROOT)/tiny/seed-0 $(DATA_ROOT)/tiny/seed-0/reports $(NOTEBOOKS)
 
 ## test: the whole test suite: unit, reference, snapshot and end-to-end tests, then the notebooks
 test:
@@ -165,6 +174,6 @@ timings:
 	    END {sub("/manifest.yaml", "", s); printf "| %s | %.1f | %s | %s|\n", s, w, (r == "" ? "—" : r), o}' "$$m"; \
 	done
 
-## clean: remove generated data and executed notebooks (keeps reports/ and the tools folder)
+## clean: remove PRESET's generated data (every seed) and the executed notebooks (keeps other presets, reports/ and the tools folder)
 clean:
-	rm -rf data/*/ reports/executed
+	rm -rf $(DATA_ROOT)/$(PRESET) reports/executed
