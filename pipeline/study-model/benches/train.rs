@@ -7,6 +7,7 @@
 //! (`tiny,cpu,cpu-l18,paper`).
 //!
 //! For the side-by-side with PyTorch (`make bench-pytorch`, `benches/pytorch_mirror.py`):
+//! `BENCH_GELU=exact|vectorised` picks the GELU kernel (default `vectorised`);
 //! `BENCH_JSON=<file>` also writes one JSON object per shape, and `BENCH_FIXTURE=<dir>` first
 //! writes a parity fixture — weights, a batch, and this model's logits, loss and gradients at the
 //! `cpu` shape — that the PyTorch mirror must reproduce before its times count.
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use study::grammar::vocab::{PAD, VOCAB_SIZE};
-use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::gpt::{Gelu, Gpt, GptConfig, Params};
 use study_model::optim::{AdamW, AdamWConfig};
 use study_model::train::{NextToken, Objective, TokenBatch};
 
@@ -28,6 +29,15 @@ struct Shape {
     name: &'static str,
     cfg: GptConfig,
     batch: usize,
+}
+
+/// `BENCH_GELU=exact|vectorised` (default `vectorised`): the GELU kernel the shapes use.
+fn gelu_kind() -> Gelu {
+    match std::env::var("BENCH_GELU").as_deref() {
+        Ok("exact") => Gelu::Exact,
+        Ok("vectorised") | Err(_) => Gelu::Vectorised,
+        Ok(other) => panic!("BENCH_GELU={other}: expected exact or vectorised"),
+    }
 }
 
 fn shapes() -> Vec<Shape> {
@@ -38,6 +48,7 @@ fn shapes() -> Vec<Shape> {
         block_size,
         vocab_size: VOCAB_SIZE,
         mlp_ratio: 4,
+        gelu: gelu_kind(),
     };
     vec![
         Shape {
@@ -206,6 +217,7 @@ fn main() {
             let row = serde_json::json!({
                 "impl": "ours (candle)", "shape": s.name,
                 "threads": candle_core::utils::get_num_threads(),
+                "gelu": format!("{:?}", s.cfg.gelu).to_lowercase(),
                 "steps_per_s": 1.0 / secs, "gflops": gflops, "peak_gflops": peak,
                 "fwd_ms": ms[0], "bwd_ms": ms[1], "opt_ms": ms[2],
             });

@@ -34,6 +34,7 @@ fn main() -> candle_core::Result<()> {
         block_size: t,
         vocab_size: 59,
         mlp_ratio: 4,
+        gelu: study_model::gpt::Gelu::Vectorised,
     };
     let model = Gpt::new(cfg, Params::init(&cfg, 0, &Device::Cpu)?)?;
     let mut opt = AdamW::new(model.params(), AdamWConfig::default())?;

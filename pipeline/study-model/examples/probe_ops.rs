@@ -49,7 +49,7 @@ fn main() {
         y.sum_all().unwrap().backward().unwrap();
     });
     time("fused gelu fwd+bwd", || {
-        let y = study_model::ops::gelu(&x3).unwrap();
+        let y = study_model::ops::gelu(&x3, study_model::ops::Gelu::Vectorised).unwrap();
         y.sum_all().unwrap().backward().unwrap();
     });
     time("fused bias add fwd+bwd", || {

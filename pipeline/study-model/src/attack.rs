@@ -482,6 +482,7 @@ mod tests {
             block_size: 27,
             vocab_size: 59,
             mlp_ratio: 4,
+            gelu: crate::gpt::Gelu::Exact,
         };
         Gpt::new(cfg, Params::init(&cfg, 3, &Device::Cpu).unwrap()).unwrap()
     }

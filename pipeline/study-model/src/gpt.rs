@@ -25,6 +25,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
+pub use study::config::train::Gelu;
 use study::mechanism::interpolation::interpolate_values;
 
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
@@ -48,6 +49,10 @@ pub struct GptConfig {
     pub vocab_size: usize,
     /// MLP hidden width as a multiple of `n_embd` (official `scale_internal`: 4).
     pub mlp_ratio: usize,
+    /// How the CPU kernel evaluates GELU (absent in checkpoints written before the choice
+    /// existed, which all used `exact`).
+    #[serde(default)]
+    pub gelu: Gelu,
 }
 
 impl GptConfig {
@@ -435,7 +440,7 @@ impl Gpt {
             let y = linear(&y, p("attn.c_proj.weight")?, Some(p("attn.c_proj.bias")?))?;
             let a = (u + y)?;
             let pre = linear(&a, p("c_fc.weight")?, Some(p("c_fc.bias")?))?;
-            let post = crate::ops::gelu(&pre)?; // tanh approximation, fused on the CPU
+            let post = crate::ops::gelu(&pre, self.cfg.gelu)?; // tanh approximation, fused on the CPU
             let out = linear(&post, p("c_proj.weight")?, Some(p("c_proj.bias")?))?;
             x = (&a + &out)?;
             if let Some(tr) = trace.as_deref_mut() {

@@ -3,8 +3,8 @@
 //! Profiled first (`examples/probe_ops.rs`, a (2112, 192) f32 tensor, 2 threads): candle's
 //! `gelu` forward + backward took 19 ms — its backward is a chain of elementwise tensor ops —
 //! against 4 ms for a 192×192 matmul of the same rows. [`gelu`] computes candle's f32 expression
-//! and its derivative in one pass each, eight lanes at a time with a vectorised `tanh` (within
-//! 2e-6 of candle's scalar forward, tested).
+//! and its derivative in one pass each, with libm's scalar `tanhf` ([`Gelu::Exact`], equal to
+//! candle's forward to the bit) or eight lanes at a time ([`Gelu::Vectorised`], within 2e-6).
 //! On other devices, or other dtypes, it falls back to candle's `gelu`.
 //!
 //! Likewise a LayerNorm composed of tensor ops took 18 ms forward + backward at that size, mostly
@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 use wide::f32x8;
+
+pub use crate::gpt::Gelu;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor,
@@ -46,7 +48,7 @@ fn gelu_lanes(v: f32x8) -> (f32x8, f32x8) {
 }
 
 /// `out[i] = f(x[i], g[i])` eight lanes at a time; the tail is zero-padded to a full vector.
-fn map_lanes(out: &mut [f32], x: &[f32], g: &[f32], f: impl Fn(f32x8, f32x8) -> f32x8) {
+fn map_lanes(out: &mut [f32], x: &[f32], g: &[f32], f: &impl Fn(f32x8, f32x8) -> f32x8) {
     let lanes = |s: &[f32]| f32x8::new(std::array::from_fn(|i| s.get(i).copied().unwrap_or(0.0)));
     for ((o, x), g) in out.chunks_mut(8).zip(x.chunks(8)).zip(g.chunks(8)) {
         let r = f(lanes(x), lanes(g)).to_array();
@@ -55,9 +57,11 @@ fn map_lanes(out: &mut [f32], x: &[f32], g: &[f32], f: impl Fn(f32x8, f32x8) -> 
 }
 
 /// tanh-approximation GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, differentiable.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
+/// `kind` picks the CPU kernel ([`Gelu::Exact`]: libm's scalar `tanhf`, bit-identical to every
+/// earlier run; [`Gelu::Vectorised`]: eight lanes at a time).
+pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(Gelu)
+        x.contiguous()?.apply_op1(GeluOp(kind))
     } else {
         x.gelu()
     }
@@ -74,31 +78,69 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-struct Gelu;
+/// `(gelu(v), gelu'(v))` with libm's scalar `tanhf`.
+fn gelu_scalar(v: f32) -> (f32, f32) {
+    let t = f32::tanh(C * v * (1.0 + A * v * v));
+    let du = C * (1.0 + 3.0 * A * v * v);
+    (
+        0.5 * v * (1.0 + t),
+        0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du,
+    )
+}
 
-impl CustomOp1 for Gelu {
+/// `out[i] = f(x[i], g[i])` with `kind`'s kernel; elementwise, so splitting the work across
+/// threads cannot change a value.
+fn gelu_map(
+    kind: Gelu,
+    x: &[f32],
+    g: &[f32],
+    scalar: impl Fn(f32, f32) -> f32 + Sync,
+    lanes: impl Fn(f32x8, f32x8) -> f32x8 + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let parts = out
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)));
+    match kind {
+        Gelu::Exact => parts.for_each(|(o, (x, g))| {
+            for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                *o = scalar(x, g);
+            }
+        }),
+        Gelu::Vectorised => parts.for_each(|(o, (x, g))| map_lanes(o, x, g, &lanes)),
+    }
+    out
+}
+
+struct GeluOp(Gelu);
+
+impl CustomOp1 for GeluOp {
     fn name(&self) -> &'static str {
         "study-gelu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
-        let mut y = vec![0f32; x.len()];
-        // Elementwise, so splitting the work across threads cannot change a value.
-        y.par_chunks_mut(PAR_CHUNK)
-            .zip(x.par_chunks(PAR_CHUNK))
-            .for_each(|(y, x)| map_lanes(y, x, x, |v, _| gelu_lanes(v).0));
+        let y = gelu_map(
+            self.0,
+            x,
+            x,
+            |v, _| gelu_scalar(v).0,
+            |v, _| gelu_lanes(v).0,
+        );
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let g = grad_res.contiguous()?;
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&g, &GeluGrad)?))
+        Ok(Some(
+            arg.contiguous()?.apply_op2_no_bwd(&g, &GeluGrad(self.0))?,
+        ))
     }
 }
 
 /// `grad · gelu'(x)` in one pass.
-struct GeluGrad;
+struct GeluGrad(Gelu);
 
 impl CustomOp2 for GeluGrad {
     fn name(&self) -> &'static str {
@@ -116,10 +158,13 @@ impl CustomOp2 for GeluGrad {
         if x.len() != g.len() {
             candle_core::bail!("fused gelu grad: {} inputs, {} gradients", x.len(), g.len());
         }
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(PAR_CHUNK)
-            .zip(x.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)))
-            .for_each(|(o, (x, g))| map_lanes(o, x, g, |v, gr| gr * gelu_lanes(v).1));
+        let out = gelu_map(
+            self.0,
+            x,
+            g,
+            |v, gr| gr * gelu_scalar(v).1,
+            |v, gr| gr * gelu_lanes(v).1,
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -615,18 +660,34 @@ mod tests {
         let w = (Tensor::arange(0f32, 803.0, &Device::Cpu).expect("w") / 803.0)
             .and_then(|t| t.reshape((11, 73)))
             .expect("weights");
-        let ours = gelu(x.as_tensor()).expect("ours");
         let theirs = x.as_tensor().gelu().expect("theirs");
-        // Vectorised tanh against libm's: a few ulp of values up to 4.1.
-        assert!(
-            max_diff(&ours, &theirs) < 2e-6,
-            "{}",
-            max_diff(&ours, &theirs)
+        // Exact: candle's f32 expression with libm's tanhf, to the bit.
+        let exact = gelu(x.as_tensor(), Gelu::Exact).expect("exact");
+        assert_eq!(
+            max_diff(&exact, &theirs),
+            0.0,
+            "same f32 forward expression"
         );
-        assert_same_gradients(&ours, &theirs, &w, &[&x], 1e-5);
+        assert_same_gradients(&exact, &theirs, &w, &[&x], 1e-5);
+        // Vectorised tanh against libm's: a few ulp of values up to 4.1.
+        let fast = gelu(x.as_tensor(), Gelu::Vectorised).expect("vectorised");
+        assert!(
+            max_diff(&fast, &theirs) < 2e-6,
+            "{}",
+            max_diff(&fast, &theirs)
+        );
+        assert!(
+            max_diff(&fast, &theirs) > 0.0,
+            "a different kernel, not the same one"
+        );
+        assert_same_gradients(&fast, &theirs, &w, &[&x], 1e-5);
         // Far tails: exactly 0 and x where tanh saturates, nothing non-finite.
         let tails = Tensor::new(&[-60f32, -12.0, 0.0, 12.0, 60.0], &Device::Cpu).expect("tails");
-        let v = gelu(&tails).and_then(|t| t.to_vec1::<f32>()).expect("gelu");
-        assert_eq!(v, vec![-0.0, -0.0, 0.0, 12.0, 60.0]);
+        for kind in [Gelu::Exact, Gelu::Vectorised] {
+            let v = gelu(&tails, kind)
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("gelu");
+            assert_eq!(v, vec![-0.0, -0.0, 0.0, 12.0, 60.0], "{kind:?}");
+        }
     }
 }

@@ -165,6 +165,7 @@ mod tests {
             block_size: 2,
             vocab_size: 3,
             mlp_ratio: 1,
+            gelu: crate::gpt::Gelu::Exact,
         };
         Params::init(&cfg, 0, &Device::Cpu).expect("init")
     }

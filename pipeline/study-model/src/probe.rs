@@ -237,6 +237,7 @@ mod tests {
             block_size: 32,
             vocab_size: 24,
             mlp_ratio: 4,
+            gelu: crate::gpt::Gelu::Exact,
         };
         let params = Params::init(&cfg, 7, &Device::Cpu).expect("init");
         Gpt::new(cfg, params).expect("model")

@@ -16,6 +16,7 @@ const CFG: GptConfig = GptConfig {
     block_size: 7,
     vocab_size: 11,
     mlp_ratio: 4,
+    gelu: study_model::gpt::Gelu::Exact,
 };
 
 type Mat = Vec<Vec<f64>>;
@@ -328,6 +329,7 @@ fn official_initialisation_statistics_and_names() {
         block_size: 159,
         vocab_size: 59,
         mlp_ratio: 4,
+        gelu: study_model::gpt::Gelu::Exact,
     };
     // training_spec §1.6: mini with V = 59 has 2,692,224 parameters including lm_head.
     assert_eq!(cfg.num_parameters(), 2_692_224);

@@ -206,6 +206,7 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
         block_size: data.pool.window - 1,
         vocab_size: data.vocab_size,
         mlp_ratio: cfg.model.mlp_ratio,
+        gelu: cfg.model.gelu,
     };
     let started = SystemTime::now();
     let ckpt_dir = catalog.checkpoint_dir(Stage::Pretrain);
