@@ -36,7 +36,8 @@ pub enum Gelu {
     /// libm's scalar `tanhf`, one value at a time (the numbers of every run before 2026-12-04).
     #[default]
     Exact,
-    /// `wide`'s vectorised `tanh`, eight lanes at a time: ~1.3× the whole `cpu` training step.
+    /// `wide`'s vectorised `tanh`, eight lanes at a time: 1.15–1.19× the whole `cpu` training step
+    /// (`make bench-pytorch`, README).
     Vectorised,
 }
 
