@@ -19,6 +19,7 @@ use study::artifacts::{
     FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage, StageDir,
 };
 use study::config::StageConfig;
+use study::config::finetune::Method;
 use study::corpus::CorpusSet;
 use study::evaluation;
 use study::grammar::vocab::Vocab;
@@ -174,6 +175,32 @@ pub fn load_model(
 pub const DEFAULT_VARIANTS: &str =
     "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
 
+/// The names of a `--variants` list (empty entries dropped), each checked to be a variant name
+/// `<method>-<lr label>` — a name, not a path: `../02_pretrain` would resolve to another stage's
+/// folder and be read as a fine-tuned model.
+pub fn variant_names(raw: &[String]) -> Result<Vec<String>> {
+    let methods = Method::ALL.map(Method::as_str);
+    raw.iter()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            let ok = v.split_once('-').is_some_and(|(m, label)| {
+                methods.contains(&m)
+                    && !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            anyhow::ensure!(
+                ok,
+                "`{v}` is not a variant name `<method>-<lr label>` (methods: {}; e.g. ssft-medium): \
+                 --variants takes names, not paths",
+                methods.join(", ")
+            );
+            Ok(v.clone())
+        })
+        .collect()
+}
+
 /// The corpus set of an evaluation set's short name (`std_safe` → `eval_std_safe`).
 pub fn eval_set(name: &str) -> Result<CorpusSet> {
     let full = format!("eval_{name}");
@@ -286,4 +313,33 @@ pub fn check_vocab(catalog: &Catalog) -> Result<(usize, FileRecord)> {
         );
     }
     Ok((vocab.len(), record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::variant_names;
+
+    #[test]
+    fn variant_names_are_names_not_paths() {
+        let names =
+            |v: &[&str]| variant_names(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(
+            names(&["ssft-medium", "", "dpo-very_small", "unlearn-x-2"]).expect("names"),
+            ["ssft-medium", "dpo-very_small", "unlearn-x-2"]
+        );
+        for bad in [
+            "../02_pretrain",
+            "ssft-../x",
+            "sft-medium",
+            "ssft-",
+            "ssft",
+            "dpo-medium/",
+        ] {
+            let err = names(&[bad]).expect_err(bad).to_string();
+            assert!(
+                err.contains(bad) && err.contains("not paths"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

@@ -103,8 +103,7 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     let window = tables.first().map_or(0, |t| t.window);
     let it = check_it_model(&catalog, vocab_len, window)?;
     inputs.extend(it.records.iter().cloned());
-    let mut variants = args.variants.clone();
-    variants.retain(|v| !v.is_empty());
+    let variants = super::driver::variant_names(&args.variants)?;
     for v in &variants {
         let dir = catalog.variant_dir(Stage::Finetune, v);
         Manifest::read(&catalog.variant_manifest(Stage::Finetune, v), "finetune").with_context(

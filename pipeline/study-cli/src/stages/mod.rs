@@ -157,7 +157,13 @@ impl StageArgs {
             });
         if fresh {
             tracing::info!(config_hash = %plan.config_hash, "{target} is up to date: {}", manifest.display());
-            touch(manifest)?;
+            // The time stamp only tells make not to ask again; read-only or shared artifacts are
+            // still usable as they are.
+            if let Err(e) = touch(manifest) {
+                tracing::warn!(
+                    "{e:#}: outputs are up to date and used as they are (make will ask again next time)"
+                );
+            }
         }
         Ok(fresh)
     }

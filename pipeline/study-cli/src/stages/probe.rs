@@ -188,7 +188,7 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
     let window = tables_by_set.values().next().map_or(0, |t| t.window);
     let it = check_it_model(&catalog, vocab_len, window)?;
     run.inputs.extend(it.records.iter().cloned());
-    let variants: Vec<&String> = args.variants.iter().filter(|v| !v.is_empty()).collect();
+    let variants = super::driver::variant_names(&args.variants)?;
     for v in &variants {
         let dir = catalog.variant_dir(Stage::Finetune, v);
         for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {

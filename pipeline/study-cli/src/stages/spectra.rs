@@ -137,12 +137,7 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
                 catalog.manifest(Stage::Probe).display()
             )
         })?;
-    let variants: Vec<String> = args
-        .variants
-        .iter()
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .collect();
+    let variants = super::driver::variant_names(&args.variants)?;
     let models: Vec<String> = std::iter::once("it".to_owned())
         .chain(variants.iter().cloned())
         .collect();
