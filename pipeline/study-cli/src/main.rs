@@ -74,6 +74,23 @@ fn reexec_with_candle_threads(threads: Option<usize>) -> Result<(), String> {
     Err("set CANDLE_NUM_THREADS to the --threads value yourself on this platform".into())
 }
 
+/// The error and its causes joined by ": ", each cause once: library errors quote their source
+/// in their own message (so they read whole on their own), which `{:#}` would print twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let reexec = reexec_with_candle_threads(cli.runtime.threads);
@@ -96,9 +113,31 @@ fn main() -> ExitCode {
             // The one place that prints: the error chain, with its fix hint.
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_chain(&e));
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let lib = study::artifacts::ArtifactError::Write {
+            path: "/x/01_corpus.lock".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(lib).context("starting the corpus stage folder");
+        assert_eq!(
+            error_chain(&e),
+            "starting the corpus stage folder: cannot write /x/01_corpus.lock: no such file"
+        );
+        // A cause not quoted by its parent is still shown.
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }
