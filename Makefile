@@ -133,8 +133,16 @@ seeds: $(foreach s,$(SEEDS),$(DATA_ROOT)/$(PRESET)/seed-$(s)/06_spectra/manifest
 	$(STUDY) $(STUDY_FLAGS) seeds --preset $(PRESET) --seeds $(subst $(space),$(comma),$(strip $(SEEDS)))
 
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
-figures: $(SPECTRA)
+# A stamp per run: the notebooks re-execute only when a notebook, the run's data (the spectra
+# manifest is touched whenever anything upstream is asked again), the code or the runner changed,
+# or when the figures were last drawn from another preset or seed.
+FIGURES_STAMP := $(REPORTS)/executed/.figures-$(PRESET)-seed-$(SEED)
+figures: $(FIGURES_STAMP)
+
+$(FIGURES_STAMP): $(NOTEBOOKS) $(SPECTRA) $(CODE) scripts/run-notebooks.sh
+	rm -f $(REPORTS)/executed/.figures-*
 	scripts/run-notebooks.sh $(RUN) $(REPORTS) $(NOTEBOOKS)
+	touch $@
 
 ## notebooks-test: execute every notebook on the tiny preset through the real Jupyter + evcxr path
 notebooks-test:
