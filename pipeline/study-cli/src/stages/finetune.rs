@@ -82,9 +82,11 @@ pub fn code_fingerprint() -> String {
 
 /// Run the stage.
 pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
-    let resolved = args.stage.resolve::<FinetuneConfig>("finetune", rt)?;
+    let mut resolved = args.stage.resolve::<FinetuneConfig>("finetune", rt)?;
+    let variant = VariantName::parse(&args.variant, &resolved.cfg).map_err(anyhow::Error::msg)?;
+    // A variant is stale only when what it reads changed (not another method's settings).
+    resolved.hash = resolved.cfg.variant_hash(&variant);
     let cfg = &resolved.cfg;
-    let variant = VariantName::parse(&args.variant, cfg).map_err(anyhow::Error::msg)?;
     let name = variant.name();
     let catalog = Catalog::new(&rt.data_root, &args.stage.preset, cfg.seed);
     Manifest::read(&catalog.manifest(Stage::Corpus), "corpus")?;

@@ -187,6 +187,28 @@ impl FinetuneConfig {
     pub fn prob_unsafe(&self, m: Method) -> f64 {
         self.data_matched.unwrap_or(self.methods.get(m).prob_unsafe)
     }
+
+    /// The config hash of what `variant` reads: every shared field, its own method's settings
+    /// and its own learning rate and rejected-term weight. A change to another method or label
+    /// (say DPO's weights) leaves this variant's manifest up to date.
+    pub fn variant_hash(&self, variant: &VariantName) -> String {
+        let mut view = serde_json::to_value(self).expect("configs serialize to JSON");
+        let label = &variant.lr_label;
+        if let Some(lrs) = view.get_mut("lrs").and_then(|v| v.as_object_mut()) {
+            lrs.retain(|k, _| k == label);
+        }
+        if let Some(methods) = view.get_mut("methods").and_then(|v| v.as_object_mut()) {
+            methods.retain(|k, _| k == variant.method.as_str());
+            if let Some(w) = methods
+                .get_mut(variant.method.as_str())
+                .and_then(|m| m.get_mut("w_rejected"))
+                .and_then(|w| w.as_object_mut())
+            {
+                w.retain(|k, _| k == label);
+            }
+        }
+        super::config_hash(&view)
+    }
 }
 
 impl StageConfig for FinetuneConfig {
@@ -260,6 +282,36 @@ mod tests {
     use super::*;
     use crate::config::from_yaml;
     use std::path::Path;
+
+    #[test]
+    fn a_variant_hash_covers_its_own_settings_only() {
+        let p = Path::new("finetune.yaml");
+        let cfg = |over: &[&str]| -> FinetuneConfig {
+            from_yaml(
+                YAML,
+                p,
+                &over.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+            .expect("valid")
+        };
+        let base = cfg(&[]);
+        let v = |name: &str| VariantName::parse(name, &base).expect("variant");
+        let (ssft_m, dpo_m, dpo_s) = (v("ssft-medium"), v("dpo-medium"), v("dpo-small"));
+        let dpo_change = cfg(&["methods.dpo.w_chosen=0.2"]);
+        assert_eq!(base.variant_hash(&ssft_m), dpo_change.variant_hash(&ssft_m));
+        assert_ne!(base.variant_hash(&dpo_m), dpo_change.variant_hash(&dpo_m));
+        let small_weight = cfg(&["methods.dpo.w_rejected.small=0.005"]);
+        assert_eq!(base.variant_hash(&dpo_m), small_weight.variant_hash(&dpo_m));
+        assert_ne!(base.variant_hash(&dpo_s), small_weight.variant_hash(&dpo_s));
+        let small_lr = cfg(&["lrs.small=2.0e-5"]);
+        assert_eq!(base.variant_hash(&dpo_m), small_lr.variant_hash(&dpo_m));
+        assert_ne!(base.variant_hash(&dpo_s), small_lr.variant_hash(&dpo_s));
+        // Shared fields reach every variant.
+        let steps = cfg(&["steps=11"]);
+        for x in [&ssft_m, &dpo_m, &dpo_s] {
+            assert_ne!(base.variant_hash(x), steps.variant_hash(x));
+        }
+    }
 
     const YAML: &str = "
 steps: 10
