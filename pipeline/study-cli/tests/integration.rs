@@ -1070,6 +1070,46 @@ fn probe_rejects_a_fine_tuned_model_of_another_shape() {
 }
 
 #[test]
+fn variants_of_an_older_it_model_are_refused_downstream() {
+    tiny_analysed();
+    let (dir, _) = tiny();
+    let copy = copy_dir(&dir.path().join("tiny"));
+    let root = copy.path().to_str().expect("utf-8");
+    // Pre-training runs again with another config: a new IT model beside the old variants.
+    ok(&study(&[
+        "--data-root",
+        root,
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--set",
+        "steps=61",
+    ]));
+    for stage in ["evaluate", "probe", "spectra"] {
+        let out = study(&["--data-root", root, stage, "--preset", "tiny"]);
+        fails_with(
+            &out,
+            &[
+                "ssft-medium",
+                "another IT model",
+                "make finetune VARIANTS=ssft-medium",
+            ],
+        );
+    }
+    // A path is not a variant name.
+    let out = study(&[
+        "--data-root",
+        root,
+        "evaluate",
+        "--preset",
+        "tiny",
+        "--variants",
+        "../02_pretrain",
+    ]);
+    fails_with(&out, &["../02_pretrain", "not paths"]);
+}
+
+#[test]
 fn seeds_combine_every_figure_quantity_and_a_missing_seed_names_the_fix() {
     tiny_analysed();
     let (dir, catalog) = tiny();

@@ -175,6 +175,43 @@ pub fn load_model(
 pub const DEFAULT_VARIANTS: &str =
     "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
 
+/// Check that fine-tuned `variant` was made from the IT model that is there now — the `it_model`
+/// hash its manifest recorded against the one in `inputs` (this stage's input records) — so that
+/// variants of an older IT model (pre-training ran again since) are never evaluated or analysed
+/// beside the new one.
+pub fn check_variant_lineage(
+    catalog: &Catalog,
+    variant: &str,
+    inputs: &[FileRecord],
+) -> Result<()> {
+    let path = catalog.variant_manifest(Stage::Finetune, variant);
+    let m = Manifest::read(&path, "finetune").with_context(|| {
+        format!(
+            "variant `{variant}` is not fine-tuned; run `make finetune` (or `make finetune \
+             VARIANTS={variant}`)"
+        )
+    })?;
+    let hash = |records: &[FileRecord]| {
+        records
+            .iter()
+            .find(|r| r.name == "it_model")
+            .map(|r| r.hash.clone())
+    };
+    match (hash(&m.inputs), hash(inputs)) {
+        (Some(had), Some(now)) if had == now => Ok(()),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "variant `{variant}` was fine-tuned from another IT model than the one in {} \
+             (pre-training ran again since); run `make finetune VARIANTS={variant}` again",
+            catalog.stage_dir(Stage::Pretrain).display()
+        ),
+        _ => anyhow::bail!(
+            "{} does not record the IT model it was fine-tuned from; run `make finetune \
+             VARIANTS={variant}` again",
+            path.display()
+        ),
+    }
+}
+
 /// The names of a `--variants` list (empty entries dropped), each checked to be a variant name
 /// `<method>-<lr label>` — a name, not a path: `../02_pretrain` would resolve to another stage's
 /// folder and be read as a fine-tuned model.

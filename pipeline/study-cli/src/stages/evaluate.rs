@@ -106,9 +106,7 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     let variants = super::driver::variant_names(&args.variants)?;
     for v in &variants {
         let dir = catalog.variant_dir(Stage::Finetune, v);
-        Manifest::read(&catalog.variant_manifest(Stage::Finetune, v), "finetune").with_context(
-            || format!("variant `{v}` is not fine-tuned; run `make finetune` (or `make finetune VARIANTS={v}`)"),
-        )?;
+        super::driver::check_variant_lineage(&catalog, v, &it.records)?;
         for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
             inputs.push(catalog.input_record(
                 &format!("{v}_{what}"),

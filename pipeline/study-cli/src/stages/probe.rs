@@ -190,6 +190,7 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
     run.inputs.extend(it.records.iter().cloned());
     let variants = super::driver::variant_names(&args.variants)?;
     for v in &variants {
+        super::driver::check_variant_lineage(&catalog, v, &it.records)?;
         let dir = catalog.variant_dir(Stage::Finetune, v);
         for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
             run.input(

@@ -168,6 +168,7 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
         run.input(&format!("it_{what}"), &it_dir.join(file), "pretrain")?;
     }
     for v in &variants {
+        super::driver::check_variant_lineage(&catalog, v, &run.inputs)?;
         let dir = catalog.variant_dir(Stage::Finetune, v);
         for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
             run.input(
