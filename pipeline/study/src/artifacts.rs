@@ -417,29 +417,12 @@ impl StageDir {
         let tmp = final_dir.with_extension("tmp");
         // Lock first: the stale-folder clean-up below must never remove a live run's folder.
         let lock_path = final_dir.with_extension("lock");
-        let lock_err = |source| ArtifactError::Write {
-            path: lock_path.clone(),
-            source,
+        let Some(lock) = try_lock_stage(&final_dir)? else {
+            return Err(ArtifactError::Locked {
+                path: final_dir,
+                lock: lock_path,
+            });
         };
-        if let Some(parent) = lock_path.parent() {
-            std::fs::create_dir_all(parent).map_err(lock_err)?;
-        }
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(ArtifactError::Locked {
-                    path: final_dir,
-                    lock: lock_path,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
         let write = |source| ArtifactError::Write {
             path: tmp.clone(),
             source,
@@ -512,6 +495,44 @@ impl StageDir {
         self.committed = true;
         Ok(self.final_dir.clone())
     }
+}
+
+/// An exclusive OS lock on `<final_dir>.lock` (created if missing), or `None` when another
+/// process holds it.
+fn try_lock_stage(final_dir: &Path) -> Result<Option<std::fs::File>> {
+    let lock_path = final_dir.with_extension("lock");
+    let err = |source| ArtifactError::Write {
+        path: lock_path.clone(),
+        source,
+    };
+    if let Some(parent) = lock_path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(err)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+    }
+}
+
+/// Remove `<final_dir>.tmp` left behind by a killed run (a SIGKILL skips [`StageDir`]'s clean-up),
+/// unless a live run holds the stage's lock. Returns whether a folder was removed.
+pub fn remove_stale_tmp(final_dir: &Path) -> Result<bool> {
+    let tmp = final_dir.with_extension("tmp");
+    if !tmp.exists() {
+        return Ok(false);
+    }
+    let Some(_lock) = try_lock_stage(final_dir)? else {
+        return Ok(false);
+    };
+    std::fs::remove_dir_all(&tmp).map_err(|source| ArtifactError::Write { path: tmp, source })?;
+    Ok(true)
 }
 
 impl Drop for StageDir {
@@ -761,5 +782,24 @@ mod tests {
         // Released on drop: the next run may begin.
         drop(first);
         drop(StageDir::begin(&cat, Stage::Corpus).expect("after release"));
+    }
+
+    #[test]
+    fn a_killed_runs_temporary_folder_is_removed_unless_a_run_is_live() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cat = Catalog::new(dir.path(), "tiny", 0);
+        let stage = cat.stage_dir(Stage::Corpus);
+        let tmp = stage.with_extension("tmp");
+        assert!(!remove_stale_tmp(&stage).expect("nothing to do"));
+        // A live run's folder stays.
+        let live = StageDir::begin(&cat, Stage::Corpus).expect("begin");
+        assert!(!remove_stale_tmp(&stage).expect("locked"));
+        assert!(tmp.exists());
+        drop(live);
+        // What a SIGKILL leaves: the folder, no Drop, the lock released by the OS. Removed.
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        std::fs::write(tmp.join("half.parquet"), b"x").expect("write");
+        assert!(remove_stale_tmp(&stage).expect("stale"));
+        assert!(!tmp.exists());
     }
 }

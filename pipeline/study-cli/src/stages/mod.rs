@@ -164,6 +164,17 @@ impl StageArgs {
                     "{e:#}: outputs are up to date and used as they are (make will ask again next time)"
                 );
             }
+            // A killed run's `<stage>.tmp/` (best effort: a read-only folder keeps it).
+            if let Some(dir) = manifest.parent() {
+                match study::artifacts::remove_stale_tmp(dir) {
+                    Ok(true) => tracing::info!(
+                        "removed {}, left by a killed run",
+                        dir.with_extension("tmp").display()
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
         }
         Ok(fresh)
     }
