@@ -175,6 +175,10 @@ pub fn load_model(
 pub const DEFAULT_VARIANTS: &str =
     "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";
 
+/// The input-record name of the IT model's weights in every manifest that reads them (spectra
+/// spells it `it_{what}` with `what = "model"`); the lineage check looks it up by this name.
+pub const IT_MODEL_INPUT: &str = "it_model";
+
 /// Check that fine-tuned `variant` was made from the IT model that is there now — the `it_model`
 /// hash its manifest recorded against the one in `inputs` (this stage's input records) — so that
 /// variants of an older IT model (pre-training ran again since) are never evaluated or analysed
@@ -194,7 +198,7 @@ pub fn check_variant_lineage(
     let hash = |records: &[FileRecord]| {
         records
             .iter()
-            .find(|r| r.name == "it_model")
+            .find(|r| r.name == IT_MODEL_INPUT)
             .map(|r| r.hash.clone())
     };
     match (hash(&m.inputs), hash(inputs)) {
@@ -273,7 +277,7 @@ pub fn check_it_model(catalog: &Catalog, vocab_len: usize, window: usize) -> Res
     let summary_path = catalog.stage_file(Stage::Pretrain, SUMMARY_FILE);
     let mut records = Vec::new();
     for (name, path) in [
-        ("it_model", &model_path),
+        (IT_MODEL_INPUT, &model_path),
         ("it_config", &cfg_path),
         ("it_summary", &summary_path),
     ] {
