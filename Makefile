@@ -1,9 +1,10 @@
 # The safety fine-tuning study as a staged pipeline. `make help` lists the targets.
 #
-# Every stage target is a file: the stage's manifest. A manifest depends on the upstream
-# manifests, the stage's config and the stage's code; the `study` binary is an order-only
-# prerequisite, so rebuilding it alone never invalidates data (the stage itself also compares
-# config, code fingerprint and input hashes, and only touches its manifest when nothing changed).
+# Every stage target is a file: the stage's manifest, after the upstream manifests. make always
+# asks the `study` binary, and the binary alone decides whether a stage runs: it compares the
+# resolved config (overrides included), its code fingerprint and the input hashes with the
+# manifest (~0.1 s when nothing changed) and leaves an up-to-date manifest untouched, so nothing
+# downstream is asked to redo work. The binary is an order-only prerequisite.
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
@@ -46,9 +47,10 @@ REPORTS := reports
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 # What each stage's outputs depend on is decided by the stage itself (its code fingerprint, config
-# hash and input hashes, recorded in its manifest); make only decides whether to ask, so every stage
-# target depends on every source file: asking a stage that is up to date costs a second and
-# touches nothing but its manifest's time stamp. No hand-kept list can miss a file.
+# hash and input hashes, recorded in its manifest), so make keeps no list of a stage's files: every
+# stage target depends on FORCE. A run made with `--set` overrides into the preset's folder is
+# therefore replaced by the next plain `make` (give such runs their own root: STUDY_DATA_ROOT).
+# The notebooks read the `study` library: the figures depend on every source file.
 CODE := $(shell find pipeline -name '*.rs' -not -path '*/target/*') Cargo.lock
 CORPUS := $(RUN)/01_corpus/manifest.yaml
 PRETRAIN := $(RUN)/02_pretrain/manifest.yaml
@@ -62,7 +64,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 
-.PHONY: help all tiny build corpus pretrain finetune evaluate probe spectra seeds figures notebooks-test test bench bench-pytorch timings clean
+.PHONY: FORCE help all tiny build corpus pretrain finetune evaluate probe spectra seeds figures notebooks-test test bench bench-pytorch timings clean
 
 ## help: list the targets (PRESET=tiny|cpu|paper, SEED=k, DEVICE=cpu|cuda, THREADS=n, JOBS=n)
 help:
@@ -95,37 +97,37 @@ endif
 ## corpus: synthetic data (pre-training, fine-tuning and evaluation sets) → data/<preset>/seed-<k>/01_corpus
 corpus: $(CORPUS)
 
-$(CORPUS): $(CONFIGS)/corpus.yaml $(CODE) | build
+$(CORPUS): FORCE | build
 	$(STUDY) $(STUDY_FLAGS) corpus --preset $(PRESET) --seed $(SEED)
 
 ## pretrain: the instruction-tuned model (add RESUME=1 to continue a killed run) → 02_pretrain
 pretrain: $(PRETRAIN)
 
-$(PRETRAIN): $(CORPUS) $(CONFIGS)/pretrain.yaml $(CODE) | build
+$(PRETRAIN): $(CORPUS) FORCE | build
 	$(STUDY) $(STUDY_FLAGS) pretrain --preset $(PRESET) --seed $(SEED) $(if $(RESUME),--resume,)
 
 ## finetune: the safety fine-tuned models, one per VARIANTS entry (SSFT, DPO, unlearning × lr) → 03_finetune/<variant>
 finetune: $(FINETUNE)
 
-$(RUN)/03_finetune/%/manifest.yaml: $(PRETRAIN) $(CONFIGS)/finetune.yaml $(CODE) | build
+$(RUN)/03_finetune/%/manifest.yaml: $(PRETRAIN) FORCE | build
 	$(STUDY) $(STUDY_FLAGS) finetune --preset $(PRESET) --seed $(SEED) --variant $*
 
 ## evaluate: behaviour of IT + fine-tuned models on every evaluation set, soft-token attack → 04_evaluate
 evaluate: $(EVALUATE)
 
-$(EVALUATE): $(FINETUNE) $(CONFIGS)/evaluate.yaml $(CODE) | build
+$(EVALUATE): $(FINETUNE) FORCE | build
 	$(STUDY) $(STUDY_FLAGS) evaluate --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
 
 ## probe: activations at the MLP hooks, Lipschitz proxies, attacked inputs' activations → 05_probe
 probe: $(PROBE)
 
-$(PROBE): $(EVALUATE) $(CONFIGS)/probe.yaml $(CODE) | build
+$(PROBE): $(EVALUATE) FORCE | build
 	$(STUDY) $(STUDY_FLAGS) probe --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
 
 ## spectra: τ, ΔW spectra, null/row space, refusal direction, Lipschitz histograms, with controls → 06_spectra
 spectra: $(SPECTRA)
 
-$(SPECTRA): $(PROBE) $(CONFIGS)/spectra.yaml $(CODE) | build
+$(SPECTRA): $(PROBE) FORCE | build
 	$(STUDY) $(STUDY_FLAGS) spectra --preset $(PRESET) --seed $(SEED) --variants $(subst $(space),$(comma),$(strip $(VARIANTS)))
 
 ## seeds: every figure quantity over SEEDS as mean and 95 % CI → data/<preset>/seeds/seeds.parquet
@@ -134,7 +136,7 @@ seeds: $(foreach s,$(SEEDS),$(DATA_ROOT)/$(PRESET)/seed-$(s)/06_spectra/manifest
 
 ## figures: execute every notebook headlessly (Jupyter + evcxr) on PRESET; figures → reports/figures
 # A stamp per run: the notebooks re-execute only when a notebook, the run's data (the spectra
-# manifest is touched whenever anything upstream is asked again), the code or the runner changed,
+# manifest is rewritten whenever anything upstream ran again), the code or the runner changed,
 # or when the figures were last drawn from another preset or seed.
 FIGURES_STAMP := $(REPORTS)/executed/.figures-$(PRESET)-seed-$(SEED)
 figures: $(FIGURES_STAMP)
@@ -184,6 +186,8 @@ timings:
 	  awk -v s="$${m#$(RUN)/}" '/^wall_seconds:/ {w=$$2} /^peak_rss_mib:/ {r=sprintf("%.0f", $$2)} /^  [a-z_]*seconds:/ {o=o sprintf("%s %.1f ", $$1, $$2)} \
 	    END {sub("/manifest.yaml", "", s); printf "| %s | %.1f | %s | %s|\n", s, w, (r == "" ? "—" : r), o}' "$$m"; \
 	done
+
+FORCE:
 
 ## clean: remove PRESET's generated data (every seed) and the executed notebooks (keeps other presets, reports/ and the tools folder)
 clean:

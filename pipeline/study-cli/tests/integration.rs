@@ -231,6 +231,61 @@ fn rerun_is_a_no_op_and_a_config_change_reruns() {
     assert!(file.exists());
 }
 
+/// `make` asks the binary every time and the binary decides: a `--set` run written into the
+/// preset's folder is replaced by the next plain `make` (before, make saw a manifest newer than the
+/// config and ran nothing), and an up-to-date stage leaves its manifest untouched.
+#[test]
+fn make_always_asks_and_replaces_an_override_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    let make = || {
+        let out = Command::new("make")
+            .current_dir(repo())
+            .args(["--no-print-directory", "corpus", "PRESET=tiny", "SEED=0"])
+            .arg("CARGO=true")
+            .arg(format!("STUDY={}", env!("CARGO_BIN_EXE_study")))
+            .env("STUDY_DATA_ROOT", root)
+            .output()
+            .expect("make runs");
+        assert!(
+            out.status.success(),
+            "make failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    let eval_rows = || {
+        corpus::read_set(&catalog, CorpusSet::EvalStdSafe)
+            .expect("read")
+            .height()
+    };
+    let mtime = || {
+        std::fs::metadata(catalog.manifest(Stage::Corpus))
+            .expect("manifest")
+            .modified()
+            .expect("mtime")
+    };
+    make();
+    let preset_rows = eval_rows();
+    ok(&study(&[
+        "--data-root",
+        root,
+        "corpus",
+        "--preset",
+        "tiny",
+        "--set",
+        "sizes.eval=50",
+    ]));
+    assert_eq!(eval_rows(), 50);
+    assert_ne!(preset_rows, 50);
+    make();
+    assert_eq!(eval_rows(), preset_rows, "make re-ran the override run");
+    let made = mtime();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    make();
+    assert_eq!(mtime(), made, "an up-to-date stage leaves its manifest as it is");
+}
+
 fn write_config(dir: &Path, text: &str) -> String {
     let p = dir.join("corpus.yaml");
     std::fs::write(&p, text).expect("write config");

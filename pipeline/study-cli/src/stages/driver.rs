@@ -84,8 +84,8 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
         Ok(())
     }
 
-    /// Whether the recorded outputs follow this config, code and inputs (then the manifest is
-    /// touched and the stage has nothing to do).
+    /// Whether the recorded outputs follow this config, code and inputs (then the stage has
+    /// nothing to do and writes nothing).
     pub fn up_to_date(&self) -> Result<bool> {
         self.args.up_to_date(
             &self.catalog.manifest(self.stage),

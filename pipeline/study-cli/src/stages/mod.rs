@@ -111,18 +111,6 @@ pub fn env_info(rt: &Runtime) -> BTreeMap<String, String> {
     ])
 }
 
-/// Log "up to date" and refresh the manifest's timestamp so make sees it as newer than its
-/// prerequisites.
-pub fn touch(path: &std::path::Path) -> Result<()> {
-    let f = std::fs::File::options()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("touching {}", path.display()))?;
-    f.set_modified(std::time::SystemTime::now())
-        .with_context(|| format!("touching {}", path.display()))?;
-    Ok(())
-}
-
 /// What decides whether a stage's recorded outputs are still valid.
 pub struct Plan<'a> {
     /// The stage's code version.
@@ -137,7 +125,8 @@ pub struct Plan<'a> {
 
 impl StageArgs {
     /// Whether the outputs recorded by the manifest at `manifest` follow `plan` and are intact
-    /// (never when `--force`): if so, log it and touch the manifest so make sees it as fresh.
+    /// (never when `--force`): if so, log it and leave the manifest as it is — make asks every
+    /// time, and an untouched manifest asks nothing downstream to run again.
     pub fn up_to_date(
         &self,
         manifest: &std::path::Path,
@@ -157,13 +146,6 @@ impl StageArgs {
             });
         if fresh {
             tracing::info!(config_hash = %plan.config_hash, "{target} is up to date: {}", manifest.display());
-            // The time stamp only tells make not to ask again; read-only or shared artifacts are
-            // still usable as they are.
-            if let Err(e) = touch(manifest) {
-                tracing::warn!(
-                    "{e:#}: outputs are up to date and used as they are (make will ask again next time)"
-                );
-            }
             // A killed run's `<stage>.tmp/` (best effort: a read-only folder keeps it).
             if let Some(dir) = manifest.parent() {
                 match study::artifacts::remove_stale_tmp(dir) {
