@@ -283,7 +283,11 @@ fn make_always_asks_and_replaces_an_override_run() {
     let made = mtime();
     std::thread::sleep(std::time::Duration::from_millis(20));
     make();
-    assert_eq!(mtime(), made, "an up-to-date stage leaves its manifest as it is");
+    assert_eq!(
+        mtime(),
+        made,
+        "an up-to-date stage leaves its manifest as it is"
+    );
 }
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -545,6 +549,84 @@ fn tiny_pretrain_loss_falls_and_its_summary_matches_the_snapshot() {
         "evaluations": evaluated,
     });
     assert_stage_snapshot!("pretrain", "tiny", summary);
+}
+
+/// The stage is one library call: `study_model::pretrain::pretrain`, called in-process on a copy
+/// of the tiny corpus, writes the stage binary's weights, optimiser state and metrics bit for bit
+/// (throughput, a wall-clock measure, aside).
+#[test]
+fn pretrain_library_call_equals_the_stage() {
+    use study::artifacts::{MODEL_FILE, OPTIMIZER_FILE, StageDir};
+    use study_model::pretrain::{self as lib, Outcome, PretrainData, Run, TrainState};
+    let full = tiny_pretrained();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    std::fs::create_dir_all(catalog.root()).expect("run folder");
+    cp_r(
+        &full.stage_dir(Stage::Corpus),
+        &catalog.stage_dir(Stage::Corpus),
+    );
+    let cfg: study::config::PretrainConfig =
+        study::config::load(&repo().join("pipeline/configs/tiny/pretrain.yaml"), &[])
+            .expect("tiny config");
+    let mix = lib::corpus_config(&catalog).expect("corpus").pretrain_mix;
+    let vocab = study::grammar::vocab::Vocab::study().len();
+    let data = PretrainData::read(&catalog, mix, vocab).expect("tables");
+    let out = StageDir::begin(&catalog, Stage::Pretrain).expect("stage folder");
+    let mut steps = 0;
+    let outcome = lib::pretrain(
+        Run {
+            cfg: &cfg,
+            data: &data,
+            checkpoint: catalog.checkpoint_dir(Stage::Pretrain),
+            stamp: TrainState {
+                step: 0,
+                config_hash: "test".into(),
+                fingerprint: "test".into(),
+            },
+            resume: false,
+            stop_after: None,
+            device: &candle_core::Device::Cpu,
+        },
+        &out,
+        |p| steps = p.step,
+    )
+    .expect("pre-training");
+    let Outcome::Trained { summary, files, .. } = outcome else {
+        panic!("stopped without being asked");
+    };
+    assert_eq!(steps, cfg.steps, "progress reaches the last step");
+    assert_eq!(summary.steps, cfg.steps);
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model",
+            "model_config",
+            "optimizer",
+            "train_state",
+            "summary",
+            "metrics"
+        ]
+    );
+    for file in [MODEL_FILE, OPTIMIZER_FILE] {
+        assert_eq!(
+            study::artifacts::hash_file(&out.path().join(file)).expect("hash"),
+            study::artifacts::hash_file(&full.stage_file(Stage::Pretrain, file)).expect("hash"),
+            "{file} differs from the stage's"
+        );
+    }
+    let timeless = |path: &Path| -> Vec<study::training::MetricRow> {
+        metric_rows(path)
+            .into_iter()
+            .filter(|r| r.metric != "tokens_per_s")
+            .collect()
+    };
+    assert_eq!(
+        timeless(&out.path().join(study::artifacts::METRICS_FILE)),
+        timeless(&full.stage_file(Stage::Pretrain, study::artifacts::METRICS_FILE)),
+        "metrics differ from the stage's"
+    );
 }
 
 #[test]

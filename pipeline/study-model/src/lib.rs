@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod objectives;
 pub mod ops;
 pub mod optim;
+pub mod pretrain;
 pub mod probe;
 pub mod train;
 
