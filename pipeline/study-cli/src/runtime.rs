@@ -128,3 +128,17 @@ impl study::corpus::Progress for Bars {
         }
     }
 }
+
+/// A progress bar over `steps` training steps (a `steps` span; drop it to finish).
+pub fn step_bar(steps: usize) -> tracing::Span {
+    let bar = tracing::info_span!("steps");
+    bar.pb_set_style(
+        &indicatif::ProgressStyle::with_template(
+            "{span_child_prefix}{spinner} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.pb_set_length(steps as u64);
+    bar.pb_start();
+    bar
+}

@@ -357,6 +357,31 @@ pub fn pretrain(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
     })
 }
 
+/// After the stage folder `dir` is in place: remove the run's checkpoint and log whether the IT
+/// model meets its accuracy bar.
+pub fn finished(summary: &Summary, dir: &Path, checkpoint: &Path) -> Result<()> {
+    if checkpoint.exists() {
+        std::fs::remove_dir_all(checkpoint)
+            .map_err(io("removing the finished run's checkpoint", checkpoint))?;
+    }
+    let (em, bar) = (
+        100.0 * summary.std_safe_greedy_em_both,
+        100.0 * summary.min_exact_match,
+    );
+    if summary.meets_bar {
+        tracing::info!(
+            "IT model in {}: greedy exact match on std_safe {em:.1}% (bar {bar:.0}%)",
+            dir.display()
+        );
+    } else {
+        tracing::warn!(
+            "IT model in {} is BELOW the accuracy bar: greedy exact match on std_safe {em:.1}% < {bar:.0}%; fine-tuning it would measure nothing (train longer or wider)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Marker error: `stop_after` reached.
 #[derive(Debug, thiserror::Error)]
 #[error("stopped as asked")]

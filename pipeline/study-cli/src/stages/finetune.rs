@@ -184,15 +184,7 @@ pub fn run(args: &FinetuneArgs, rt: &Runtime) -> Result<()> {
         steps = cfg.steps,
         "safety fine-tuning the IT model: {name}"
     );
-    let bar = tracing::info_span!("steps");
-    bar.pb_set_style(
-        &indicatif::ProgressStyle::with_template(
-            "{span_child_prefix}{spinner} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.pb_set_length(cfg.steps as u64);
-    bar.pb_start();
+    let bar = crate::runtime::step_bar(cfg.steps);
     let mut hooks = Finetune {
         batches,
         device: device.clone(),

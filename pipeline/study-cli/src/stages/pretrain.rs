@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use study::artifacts::Stage;
 use study::config::PretrainConfig;
@@ -66,15 +66,7 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
     let cfg = run.cfg();
     let _span =
         tracing::info_span!("pretrain", preset = %args.stage.preset, seed = cfg.seed).entered();
-    let bar = tracing::info_span!("steps");
-    bar.pb_set_style(
-        &indicatif::ProgressStyle::with_template(
-            "{span_child_prefix}{spinner} [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.pb_set_length(cfg.steps as u64);
-    bar.pb_start();
+    let bar = crate::runtime::step_bar(cfg.steps);
     let checkpoint = run.catalog.checkpoint_dir(Stage::Pretrain);
     let outcome = lib::pretrain(
         Run {
@@ -113,28 +105,6 @@ pub fn run(args: &PretrainArgs, rt: &Runtime) -> Result<()> {
         ("tokens_per_s".to_owned(), summary.tokens_per_s),
     ]);
     let dir = run.finish(out, files, timings)?;
-    if checkpoint.exists() {
-        std::fs::remove_dir_all(&checkpoint).with_context(|| {
-            format!(
-                "removing the finished run's checkpoint {}",
-                checkpoint.display()
-            )
-        })?;
-    }
-    let (em, bar) = (
-        100.0 * summary.std_safe_greedy_em_both,
-        100.0 * summary.min_exact_match,
-    );
-    if summary.meets_bar {
-        tracing::info!(
-            "IT model in {}: greedy exact match on std_safe {em:.1}% (bar {bar:.0}%)",
-            dir.display()
-        );
-    } else {
-        tracing::warn!(
-            "IT model in {} is BELOW the accuracy bar: greedy exact match on std_safe {em:.1}% < {bar:.0}%; fine-tuning it would measure nothing (train longer or wider)",
-            dir.display()
-        );
-    }
+    lib::finished(&summary, &dir, &checkpoint)?;
     Ok(())
 }
