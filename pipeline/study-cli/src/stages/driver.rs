@@ -37,6 +37,8 @@ pub struct StageRun<'a, C> {
     fingerprint: String,
     seed: u64,
     started: SystemTime,
+    /// The variant folder written (fine-tuning: `03_finetune/<variant>/`), if any.
+    variant: Option<String>,
     /// The resolved config.
     pub resolved: Resolved<C>,
     /// The run's catalog.
@@ -66,6 +68,7 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
             fingerprint,
             seed,
             started: SystemTime::now(),
+            variant: None,
             resolved,
             inputs: Inputs::new(),
         })
@@ -84,11 +87,24 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
         Ok(())
     }
 
+    /// Write variant `name`'s folder (`<stage>/<name>/`) instead of the stage's.
+    pub fn for_variant(mut self, name: &str) -> Self {
+        self.variant = Some(name.to_owned());
+        self
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        match &self.variant {
+            Some(v) => self.catalog.variant_manifest(self.stage, v),
+            None => self.catalog.manifest(self.stage),
+        }
+    }
+
     /// Whether the recorded outputs follow this config, code and inputs (then the stage has
     /// nothing to do and writes nothing).
     pub fn up_to_date(&self) -> Result<bool> {
         self.args.up_to_date(
-            &self.catalog.manifest(self.stage),
+            &self.manifest_path(),
             self.stage.name(),
             Plan {
                 version: self.version,
@@ -102,8 +118,12 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
 
     /// Start writing the outputs (a temporary folder beside the stage's).
     pub fn begin(&self) -> Result<StageDir> {
-        StageDir::begin(&self.catalog, self.stage)
-            .with_context(|| format!("starting {}", self.stage.dir_name()))
+        match &self.variant {
+            Some(v) => StageDir::begin_variant(&self.catalog, self.stage, v)
+                .with_context(|| format!("starting the folder of {v}")),
+            None => StageDir::begin(&self.catalog, self.stage)
+                .with_context(|| format!("starting {}", self.stage.dir_name())),
+        }
     }
 
     /// Write the manifest (outputs `files`, wall-clock `timings`) and swap the folder in.
@@ -129,6 +149,7 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
             timings,
         )?;
         manifest.code.fingerprint = self.fingerprint;
+        manifest.variant = self.variant;
         out.commit(&manifest)
             .with_context(|| format!("finishing {}", self.stage.dir_name()))
     }
