@@ -53,7 +53,7 @@ pub enum FinetuneError {
         lr_label: String,
         /// The loop's error.
         #[source]
-        source: TrainError,
+        source: Box<TrainError>,
     },
     /// Training failed otherwise.
     #[error("fine-tuning {variant}")]
@@ -62,7 +62,7 @@ pub enum FinetuneError {
         variant: String,
         /// The loop's error.
         #[source]
-        source: TrainError,
+        source: Box<TrainError>,
     },
     /// A tensor operation failed.
     #[error(transparent)]
@@ -245,13 +245,13 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
             return Err(FinetuneError::Diverged {
                 variant: name.clone(),
                 lr_label: variant.lr_label.clone(),
-                source,
+                source: Box::new(source),
             });
         }
         Err(source) => {
             return Err(FinetuneError::Train {
                 variant: name,
-                source,
+                source: Box::new(source),
             });
         }
     }
