@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod behaviour;
 pub mod device;
+pub mod evaluate;
 pub mod finetune;
 pub mod gpt;
 pub mod objectives;

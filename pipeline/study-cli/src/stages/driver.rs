@@ -23,6 +23,7 @@ use study::config::finetune::Method;
 use study::corpus::CorpusSet;
 use study::evaluation;
 use study::grammar::vocab::Vocab;
+use study_model::behaviour::ModelId;
 use study_model::gpt::{Gpt, GptConfig, Params};
 
 use super::{Inputs, Plan, Resolved, StageArgs};
@@ -190,6 +191,36 @@ pub fn load_model(
     let params = Params::load(&cfg, &dir.join(MODEL_FILE), device)
         .with_context(|| format!("loading {}; run `make {target}`", dir.display()))?;
     Ok(Gpt::new(cfg, params)?)
+}
+
+/// The IT model (`it`) and each fine-tuned variant's model, each checked against the IT model's
+/// shape `it`.
+pub fn load_models(
+    catalog: &Catalog,
+    variants: &[String],
+    it: &GptConfig,
+    device: &candle_core::Device,
+) -> Result<Vec<(ModelId, Gpt)>> {
+    let it_id = ModelId {
+        name: "it".into(),
+        method: "it".into(),
+        lr_label: String::new(),
+    };
+    let it_dir = catalog.stage_dir(Stage::Pretrain);
+    let mut models = vec![(it_id, load_model(&it_dir, it, "pretrain", device)?)];
+    for v in variants {
+        let (method, label) = v
+            .split_once('-')
+            .with_context(|| format!("`{v}` is not <method>-<lr label>"))?;
+        let id = ModelId {
+            name: v.clone(),
+            method: method.to_owned(),
+            lr_label: label.to_owned(),
+        };
+        let dir = catalog.variant_dir(Stage::Finetune, v);
+        models.push((id, load_model(&dir, it, "finetune", device)?));
+    }
+    Ok(models)
 }
 
 /// The paper's six fine-tuned models.

@@ -23,7 +23,7 @@ use study_model::probe::{self, ProbeRow};
 
 use super::StageArgs;
 use super::driver::{
-    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_model, write_table,
+    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_models, write_table,
 };
 use crate::runtime::Runtime;
 
@@ -209,26 +209,10 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
         return Ok(());
     }
     let device = rt.open_device()?;
-    let mut models: Vec<(String, Gpt)> = vec![(
-        "it".into(),
-        load_model(
-            &catalog.stage_dir(Stage::Pretrain),
-            &it.cfg,
-            "pretrain",
-            &device,
-        )?,
-    )];
-    for v in &variants {
-        models.push((
-            (*v).clone(),
-            load_model(
-                &catalog.variant_dir(Stage::Finetune, v),
-                &it.cfg,
-                "finetune",
-                &device,
-            )?,
-        ));
-    }
+    let models: Vec<(String, Gpt)> = load_models(&catalog, &variants, &it.cfg, &device)?
+        .into_iter()
+        .map(|(id, gpt)| (id.name, gpt))
+        .collect();
     let _span = tracing::info_span!("probe", preset = %args.stage.preset).entered();
     let out = run.begin()?;
     std::fs::create_dir_all(out.path().join(tables::ACTIVATIONS_DIR))?;
