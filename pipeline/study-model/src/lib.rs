@@ -14,6 +14,7 @@ pub mod ops;
 pub mod optim;
 pub mod pretrain;
 pub mod probe;
+pub mod probing;
 pub mod train;
 
 /// The sources that decide a trained model (this crate and the training-side modules of

@@ -223,6 +223,25 @@ pub fn load_models(
     Ok(models)
 }
 
+/// Each variant's weights and config as input records, after checking that it was fine-tuned
+/// from the IT model there now (`it_records`).
+pub fn variant_inputs(
+    catalog: &Catalog,
+    variants: &[String],
+    it_records: &[FileRecord],
+) -> Result<Vec<FileRecord>> {
+    let mut records = Vec::new();
+    for v in variants {
+        check_variant_lineage(catalog, v, it_records)?;
+        let dir = catalog.variant_dir(Stage::Finetune, v);
+        for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
+            let target = format!("finetune VARIANTS={v}");
+            records.push(catalog.input_record(&format!("{v}_{what}"), &dir.join(file), &target)?);
+        }
+    }
+    Ok(records)
+}
+
 /// The paper's six fine-tuned models.
 pub const DEFAULT_VARIANTS: &str =
     "ssft-medium,ssft-small,dpo-medium,dpo-small,unlearn-medium,unlearn-small";

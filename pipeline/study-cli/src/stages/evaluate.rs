@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use study::artifacts::{MODEL_CONFIG_FILE, MODEL_FILE, Manifest, Stage};
+use study::artifacts::{Manifest, Stage};
 use study::config::EvaluateConfig;
 use study::corpus::CorpusSet;
 use study::evaluation;
@@ -17,8 +17,8 @@ use study_model::evaluate::{self as lib, EvalModel};
 
 use super::StageArgs;
 use super::driver::{
-    DEFAULT_VARIANTS, StageRun, check_it_model, check_variant_lineage, check_vocab, eval_set,
-    load_models, variant_names,
+    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_models, variant_inputs,
+    variant_names,
 };
 use crate::runtime::Runtime;
 
@@ -80,13 +80,7 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     let it = check_it_model(catalog, vocab_len, tables.first().map_or(0, |t| t.window))?;
     inputs.extend(it.records.iter().cloned());
     let variants = variant_names(&args.variants)?;
-    for v in &variants {
-        check_variant_lineage(catalog, v, &it.records)?;
-        for (what, file) in [("model", MODEL_FILE), ("config", MODEL_CONFIG_FILE)] {
-            let path = catalog.variant_dir(Stage::Finetune, v).join(file);
-            inputs.push(catalog.input_record(&format!("{v}_{what}"), &path, "finetune")?);
-        }
-    }
+    inputs.extend(variant_inputs(catalog, &variants, &it.records)?);
     run.inputs.extend(inputs);
     if run.up_to_date()? {
         return Ok(());
