@@ -11,6 +11,8 @@
 //! | [`Tables::direction`] | refusal direction vs ΔW | [`direction::direction_control`] |
 //! | [`Tables::lipschitz_hist`], [`Tables::lipschitz_summary`] | Fig. 6 (C16) | [`lipschitz`] |
 
+pub mod stage;
+
 use std::collections::{BTreeMap, HashSet};
 
 use polars::prelude::*;
@@ -358,6 +360,31 @@ pub struct SpectraError {
     pub what: String,
     /// The cause.
     pub message: String,
+}
+
+/// The sources that decide the spectra stage's outputs (the analyses, their tables and inputs),
+/// compiled in: editing one changes this fingerprint and so re-runs the stage.
+const SOURCES: [&str; 15] = [
+    include_str!("spectra.rs"),
+    include_str!("spectra/stage.rs"),
+    include_str!("probe.rs"),
+    include_str!("config/spectra.rs"),
+    include_str!("mechanism.rs"),
+    include_str!("mechanism/alignment.rs"),
+    include_str!("mechanism/alignment/column.rs"),
+    include_str!("mechanism/alignment/row.rs"),
+    include_str!("mechanism/clusters.rs"),
+    include_str!("mechanism/controls.rs"),
+    include_str!("mechanism/direction.rs"),
+    include_str!("mechanism/linalg.rs"),
+    include_str!("mechanism/lipschitz.rs"),
+    include_str!("mechanism/matrix.rs"),
+    include_str!("mechanism/spectra.rs"),
+];
+
+/// The fingerprint of the analysis code ([`crate::artifacts::source_fingerprint`]).
+pub fn code_fingerprint() -> String {
+    crate::artifacts::source_fingerprint(&SOURCES)
 }
 
 fn ctx<T, E: std::fmt::Display>(

@@ -156,17 +156,30 @@ impl<'a, C: StageConfig> StageRun<'a, C> {
     }
 }
 
-/// Write `df` as `file` (relative to the stage folder, checked against `schema`) and record it as
-/// output `name`.
-pub fn write_table(
-    out: &StageDir,
-    name: &str,
-    file: &str,
-    df: &mut study::polars::prelude::DataFrame,
-    schema: &study::artifacts::TableSchema,
-) -> Result<FileRecord> {
-    study::artifacts::write_parquet(df, &out.path().join(file), schema, &[])?;
-    Ok(out.record(name, file, Some(df.height()), schema.column_names())?)
+/// The config recorded in `stage`'s manifest (made by `make <stage>`).
+pub fn upstream_config<C: serde::de::DeserializeOwned>(
+    catalog: &Catalog,
+    stage: Stage,
+) -> Result<C> {
+    let path = catalog.manifest(stage);
+    let manifest = Manifest::read(&path, stage.name())?;
+    serde_yaml::from_value(manifest.config).with_context(|| {
+        format!(
+            "{}: its `config` is not a {} config; run `make {}` again",
+            path.display(),
+            stage.name(),
+            stage.name()
+        )
+    })
+}
+
+/// The IT model's shape, from `02_pretrain/config.json`.
+pub fn it_config(catalog: &Catalog) -> Result<GptConfig> {
+    let path = catalog.stage_file(Stage::Pretrain, MODEL_CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}; run `make pretrain`", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is corrupt; run `make pretrain`", path.display()))
 }
 
 /// Load the model in `dir` (written by `make <target>`), which must have the IT model's shape.
