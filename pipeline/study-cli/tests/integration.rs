@@ -551,6 +551,28 @@ fn tiny_pretrain_loss_falls_and_its_summary_matches_the_snapshot() {
     assert_stage_snapshot!("pretrain", "tiny", summary);
 }
 
+/// A run stopped exactly at its last step has no final evaluation to resume from: `--resume` names
+/// the checkpoint and the fix (it used to panic in the library's summary) and writes no stage.
+#[test]
+fn resuming_a_checkpoint_of_the_last_step_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8");
+    ok(&study(&["--data-root", root, "corpus", "--preset", "tiny"]));
+    let args = ["--data-root", root, "pretrain", "--preset", "tiny"];
+    ok(&study(
+        &[&args[..], &["--set", "steps=10", "--stop-after", "10"]].concat(),
+    ));
+    fails_with(
+        &study(&[&args[..], &["--set", "steps=10", "--resume"]].concat()),
+        &["no evaluation at its last step", "delete the checkpoint"],
+    );
+    let catalog = Catalog::new(dir.path(), "tiny", 0);
+    assert!(
+        !catalog.manifest(Stage::Pretrain).exists(),
+        "no stage written"
+    );
+}
+
 /// The stage is one library call: `study_model::pretrain::pretrain`, called in-process on a copy
 /// of the tiny corpus, writes the stage binary's weights, optimiser state and metrics bit for bit
 /// (throughput, a wall-clock measure, aside).

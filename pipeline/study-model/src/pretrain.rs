@@ -87,6 +87,12 @@ pub enum PretrainError {
     /// Training failed otherwise.
     #[error("pre-training")]
     Train(#[source] TrainError),
+    /// The run ended without an evaluation at its last step (resumed from a checkpoint written
+    /// at the last step).
+    #[error(
+        "the run has no evaluation at its last step (its checkpoint {0} was written at the end); delete the checkpoint and run again"
+    )]
+    NoFinalEvaluation(PathBuf),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -330,7 +336,7 @@ pub fn pretrain(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
         Err(e @ TrainError::NonFinite { .. }) => return Err(PretrainError::Diverged(e)),
         Err(e) => return Err(PretrainError::Train(e)),
     }
-    let summary = hooks.summary();
+    let summary = hooks.summary()?;
     write_checkpoint(out.path(), &model, &opt, &hooks.state, &hooks.rows)?;
     artifacts::write_json(&summary, &out.path().join(SUMMARY_FILE))?;
     let mut files = Vec::new();
@@ -559,14 +565,13 @@ impl<'a, P> Pretrain<'a, P> {
         Ok(())
     }
 
-    /// The summary of the evaluation at the last step (the loop evaluates there).
-    fn summary(&self) -> Summary {
-        let (step, safe, test, loss) = self.last_eval.expect("the loop evaluates at the last step");
-        debug_assert_eq!(
-            step, self.cfg.steps,
-            "the last evaluation is at the last step"
-        );
-        Summary {
+    /// The summary of the evaluation at the last step (the loop evaluates there; a run resumed
+    /// from a checkpoint of the last step has none).
+    fn summary(&self) -> Result<Summary> {
+        let Some((_, safe, test, loss)) = self.last_eval.filter(|e| e.0 == self.cfg.steps) else {
+            return Err(PretrainError::NoFinalEvaluation(self.ckpt_dir.clone()));
+        };
+        Ok(Summary {
             steps: self.cfg.steps,
             std_safe_greedy_em_both: safe,
             test_greedy_em_both: test,
@@ -574,7 +579,7 @@ impl<'a, P> Pretrain<'a, P> {
             meets_bar: safe >= self.cfg.eval.min_exact_match,
             test_loss: loss,
             tokens_per_s: self.train_tokens as f64 / self.train_seconds.max(1e-9),
-        }
+        })
     }
 
     /// Write the checkpoint into `<ckpt>.partial/`, then swap it in: a kill mid-write leaves the
