@@ -25,9 +25,6 @@ use crate::objectives::{Dpo, PairBatch, Ssft, Unlearn};
 use crate::optim::AdamW;
 use crate::train::{self as tr, Hooks, LoopSpec, Objective, StepReport, TrainError};
 
-/// Rows per forward pass during evaluation.
-const EVAL_CHUNK: usize = 256;
-
 /// The two fine-tuning families: safe-branch and unsafe-branch (in-distribution) texts.
 const SETS: [CorpusSet; 2] = [CorpusSet::FinetuneSafe, CorpusSet::FinetuneIdMg];
 
@@ -340,7 +337,7 @@ fn evaluate(
         {
             let examples: Vec<_> = (0..n).map(|i| table.example(variant, i)).collect();
             let x: Vec<Vec<u32>> = examples.iter().map(|e| e.x.clone()).collect();
-            let pred = tr::argmax_rows(model, &x, EVAL_CHUNK)?;
+            let pred = tr::argmax_rows(model, &x, tr::EVAL_CHUNK)?;
             let (mut hit, mut count) = (0, 0);
             for (e, p) in examples.iter().zip(&pred) {
                 if let Some(ok) = outputs_match_teacher_forced(e, p) {

@@ -29,9 +29,6 @@ use crate::gpt::{Gpt, GptConfig, Params};
 use crate::optim::AdamW;
 use crate::train::{self as tr, Hooks, LoopSpec, NextToken, StepReport, TokenBatch, TrainError};
 
-/// Rows per forward pass during evaluation.
-const EVAL_CHUNK: usize = 256;
-
 /// Errors of a pre-training run; each says how to recover.
 #[derive(Debug, thiserror::Error)]
 pub enum PretrainError {
@@ -501,7 +498,7 @@ impl<'a, P> Pretrain<'a, P> {
         );
         let mut test_loss = 0.0;
         for (split, examples) in [("test", &test), ("train", &train)] {
-            let (scores, loss) = tr::teacher_forced(model, examples, EVAL_CHUNK)?;
+            let (scores, loss) = tr::teacher_forced(model, examples, tr::EVAL_CHUNK)?;
             if split == "test" {
                 test_loss = loss;
             }
@@ -538,7 +535,7 @@ impl<'a, P> Pretrain<'a, P> {
             .into_iter()
             .enumerate()
         {
-            let res = tr::greedy(model, rows, EVAL_CHUNK)?;
+            let res = tr::greedy(model, rows, tr::EVAL_CHUNK)?;
             let n = res.len().max(1) as f64;
             let s1 = res.iter().filter(|r| r.0).count() as f64 / n;
             let s2 = res.iter().filter(|r| r.1).count() as f64 / n;

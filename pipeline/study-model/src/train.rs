@@ -13,6 +13,9 @@ use study::training::{Example, Scores, greedy_decode, greedy_exact};
 use crate::gpt::{Gpt, cross_entropy};
 use crate::optim::{AdamW, clip_grad_norm, grad_norm};
 
+/// Rows per forward pass when the training stages evaluate.
+pub const EVAL_CHUNK: usize = 256;
+
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
