@@ -23,6 +23,16 @@ pub struct ProbeRow<'a> {
     pub text_len: usize,
 }
 
+impl<'a> From<&'a study::training::Example> for ProbeRow<'a> {
+    /// The example's input ids and text length.
+    fn from(e: &'a study::training::Example) -> Self {
+        Self {
+            x: &e.x,
+            text_len: e.text_len,
+        }
+    }
+}
+
 /// The positions a pool averages, for a row whose EOT is at `eot` and whose first output has
 /// `text_len` letters, in a sequence of `t` positions: EOT alone, or EOT and the first
 /// teacher-forced letters, at most `output_positions` and never past the first output.

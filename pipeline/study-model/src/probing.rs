@@ -160,13 +160,7 @@ pub fn probe_models(
         ] {
             let n = cfg.lipschitz.rows.min(lip_table.len());
             let examples: Vec<_> = (0..n).map(|i| lip_table.example(variant, i)).collect();
-            let rows: Vec<ProbeRow<'_>> = examples
-                .iter()
-                .map(|e| ProbeRow {
-                    x: &e.x,
-                    text_len: e.text_len,
-                })
-                .collect();
+            let rows: Vec<ProbeRow<'_>> = examples.iter().map(ProbeRow::from).collect();
             for (i, g) in probe::lipschitz(gpt, &rows)?.into_iter().enumerate() {
                 lip_rows.push(tables::LipschitzRow {
                     model: name.clone(),
@@ -293,13 +287,7 @@ fn probe_set(
         .iter()
         .map(|(_, v, i)| table.example(*v, *i))
         .collect();
-    let rows: Vec<ProbeRow<'_>> = examples
-        .iter()
-        .map(|e| ProbeRow {
-            x: &e.x,
-            text_len: e.text_len,
-        })
-        .collect();
+    let rows: Vec<ProbeRow<'_>> = examples.iter().map(ProbeRow::from).collect();
     let pooled = probe::activations(gpt, &rows, dumps, cfg.output_positions)?;
     Ok(planned.into_iter().map(|(k, _, _)| k).zip(pooled).collect())
 }
