@@ -176,16 +176,17 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
     let model = load()?;
     let mut opt = AdamW::new(model.params(), cfg.adamw)?;
     let lr = cfg.lrs[&variant.lr_label];
+    let schedule = cfg.schedule(variant.method);
     let spec = LoopSpec {
         schedule: LrSchedule {
             lr_max: lr,
             lr_min: lr * cfg.lr_min_ratio,
-            warmup: cfg.warmup,
-            decay_end: cfg.decay_end,
+            warmup: schedule.warmup,
+            decay_end: schedule.decay_end,
         },
         grad_clip: cfg.grad_clip,
         start: 0,
-        steps: cfg.steps,
+        steps: schedule.steps,
     };
     let prob_unsafe = cfg.prob_unsafe(variant.method);
     let mut hooks = Finetune {
@@ -208,7 +209,7 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
     tracing::info!(
         lr,
         prob_unsafe,
-        steps = cfg.steps,
+        steps = schedule.steps,
         "safety fine-tuning the IT model: {name}"
     );
     let method_cfg = cfg.methods.get(variant.method);
@@ -252,11 +253,11 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
             });
         }
     }
-    let (em, rows) = evaluate(&model, &run.data.test, cfg.eval_rows, cfg.steps)?;
+    let (em, rows) = evaluate(&model, &run.data.test, cfg.eval_rows, schedule.steps)?;
     hooks.rows.extend(rows);
     let summary = Summary {
         variant: name.clone(),
-        steps: cfg.steps,
+        steps: schedule.steps,
         lr,
         prob_unsafe,
         instruct_em: em[0],

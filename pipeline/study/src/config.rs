@@ -176,8 +176,10 @@ fn apply_override(value: &mut Value, raw: &str) -> Result<(), ConfigError> {
         .ok_or_else(|| err("expected `key.sub=value`".into()))?;
     let new: Value =
         serde_yaml::from_str(val).map_err(|e| err(format!("value is not YAML: {e}")))?;
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, path) = parts.split_last().expect("split yields one part at least");
     let mut node = value;
-    for part in key.split('.') {
+    for part in path {
         let map = node
             .as_mapping_mut()
             .ok_or_else(|| err(format!("`{part}` is not inside a mapping")))?;
@@ -185,14 +187,20 @@ fn apply_override(value: &mut Value, raw: &str) -> Result<(), ConfigError> {
             .keys()
             .filter_map(|k| k.as_str().map(str::to_owned))
             .collect();
-        node = map.get_mut(part).ok_or_else(|| {
+        node = map.get_mut(*part).ok_or_else(|| {
             err(format!(
                 "unknown key `{part}`; expected one of: {}",
                 known.join(", ")
             ))
         })?;
     }
-    *node = new;
+    // The last key may be absent: an optional field left out of the file (say a method's own
+    // `schedule`). Whether the type has it is decided when the result is deserialized, with the
+    // same unknown-field check as for the file.
+    let map = node
+        .as_mapping_mut()
+        .ok_or_else(|| err(format!("`{last}` is not inside a mapping")))?;
+    map.insert(Value::String((*last).to_owned()), new);
     Ok(())
 }
 
@@ -215,9 +223,18 @@ mod tests {
         assert_eq!(cfg.layout.text_len_max, 30);
         let unknown =
             from_yaml::<CorpusConfig>("{}", p, &["layout.nope=1".into()]).expect_err("unknown");
+        let msg = unknown.to_string();
         assert!(
-            unknown.to_string().contains("unknown key `nope`"),
-            "{unknown}"
+            msg.contains("layout.nope=1") && msg.contains("unknown field `nope`"),
+            "{msg}"
+        );
+        let inner =
+            from_yaml::<CorpusConfig>("{}", p, &["lay.window=1".into()]).expect_err("unknown");
+        assert!(
+            inner
+                .to_string()
+                .contains("unknown key `lay`; expected one of"),
+            "{inner}"
         );
         let wrong =
             from_yaml::<CorpusConfig>("{}", p, &["layout.window=lots".into()]).expect_err("type");

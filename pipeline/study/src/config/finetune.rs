@@ -92,6 +92,39 @@ pub struct MethodConfig {
     /// unlearning: 0.1 / 0.05). Unused by SSFT.
     #[serde(default)]
     pub w_rejected: BTreeMap<String, f64>,
+    /// This method's own length and schedule shape; absent: the shared `steps`, `warmup` and
+    /// `decay_end`. (The methods need different lengths: on the 4-layer cpu model DPO loses its
+    /// safe answers in long runs that SSFT needs to learn the branch rule — README pilot 14.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+/// A fine-tuning run's length and learning-rate schedule shape (peak and floor come from `lrs`
+/// and `lr_min_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Step at which the cosine reaches the floor.
+    pub decay_end: usize,
+}
+
+impl Schedule {
+    fn validate(&self, prefix: &str) -> Result<(), FieldError> {
+        if self.steps == 0 {
+            return Err(FieldError::new(format!("{prefix}steps"), "must be ≥ 1"));
+        }
+        if self.warmup > self.decay_end {
+            return Err(FieldError::new(
+                format!("{prefix}warmup"),
+                format!("{} must be ≤ decay_end ({})", self.warmup, self.decay_end),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn one() -> f64 {
@@ -188,6 +221,23 @@ impl FinetuneConfig {
         self.data_matched.unwrap_or(self.methods.get(m).prob_unsafe)
     }
 
+    /// The length and schedule shape of `m`'s runs: its own `schedule` when set, else the shared
+    /// one.
+    pub fn schedule(&self, m: Method) -> Schedule {
+        self.methods
+            .get(m)
+            .schedule
+            .unwrap_or(self.shared_schedule())
+    }
+
+    fn shared_schedule(&self) -> Schedule {
+        Schedule {
+            steps: self.steps,
+            warmup: self.warmup,
+            decay_end: self.decay_end,
+        }
+    }
+
     /// The config hash of what `variant` reads: every shared field, its own method's settings
     /// and its own learning rate and rejected-term weight. A change to another method or label
     /// (say DPO's weights) leaves this variant's manifest up to date.
@@ -213,9 +263,7 @@ impl FinetuneConfig {
 
 impl StageConfig for FinetuneConfig {
     fn validate(&self) -> Result<(), FieldError> {
-        if self.steps == 0 {
-            return Err(FieldError::new("steps", "must be ≥ 1"));
-        }
+        self.shared_schedule().validate("")?;
         if self.batch_size == 0 {
             return Err(FieldError::new("batch_size", "must be ≥ 1"));
         }
@@ -235,9 +283,6 @@ impl StageConfig for FinetuneConfig {
         }
         if !(0.0..=1.0).contains(&self.lr_min_ratio) {
             return Err(FieldError::new("lr_min_ratio", "must be in [0, 1]"));
-        }
-        if self.warmup > self.decay_end {
-            return Err(FieldError::new("warmup", "must be ≤ decay_end"));
         }
         self.adamw.validate("adamw")?;
         if let Some(c) = self.grad_clip
@@ -259,6 +304,9 @@ impl StageConfig for FinetuneConfig {
         for m in Method::ALL {
             let c = self.methods.get(m);
             prob(format!("methods.{}.prob_unsafe", m.as_str()), c.prob_unsafe)?;
+            if let Some(s) = &c.schedule {
+                s.validate(&format!("methods.{}.schedule.", m.as_str()))?;
+            }
             if m != Method::Ssft {
                 for label in self.lrs.keys() {
                     if !c.w_rejected.contains_key(label) {
@@ -306,6 +354,19 @@ mod tests {
         let small_lr = cfg(&["lrs.small=2.0e-5"]);
         assert_eq!(base.variant_hash(&dpo_m), small_lr.variant_hash(&dpo_m));
         assert_ne!(base.variant_hash(&dpo_s), small_lr.variant_hash(&dpo_s));
+        // A method's own schedule reaches that method's variants only, and leaves the hashes of
+        // configs without one as they were (manifests written before the field stay valid).
+        let dpo_schedule = cfg(&["methods.dpo.schedule={steps: 6, warmup: 1, decay_end: 5}"]);
+        assert_eq!(
+            base.variant_hash(&ssft_m),
+            dpo_schedule.variant_hash(&ssft_m)
+        );
+        assert_ne!(base.variant_hash(&dpo_m), dpo_schedule.variant_hash(&dpo_m));
+        assert!(
+            !serde_json::to_string(&base)
+                .expect("json")
+                .contains("schedule")
+        );
         // Shared fields reach every variant.
         let steps = cfg(&["steps=11"]);
         for x in [&ssft_m, &dpo_m, &dpo_s] {
@@ -354,5 +415,34 @@ eval_rows: 16
         )
         .expect_err("no weight for tiny");
         assert!(e.to_string().contains("methods.dpo.w_rejected"), "{e}");
+    }
+
+    #[test]
+    fn a_method_schedule_replaces_the_shared_one_for_that_method_only() {
+        let over = |o: &str| from_yaml::<FinetuneConfig>(YAML, Path::new("f.yaml"), &[o.into()]);
+        let cfg = over("methods.dpo.schedule={steps: 6, warmup: 1, decay_end: 5}").expect("ok");
+        let own = Schedule {
+            steps: 6,
+            warmup: 1,
+            decay_end: 5,
+        };
+        let shared = Schedule {
+            steps: 10,
+            warmup: 2,
+            decay_end: 8,
+        };
+        assert_eq!(cfg.schedule(Method::Dpo), own);
+        assert_eq!(cfg.schedule(Method::Ssft), shared);
+        assert_eq!(cfg.schedule(Method::Unlearn), shared);
+        let e = over("methods.unlearn.schedule={steps: 6, warmup: 5, decay_end: 4}")
+            .expect_err("warm-up past the decay");
+        assert!(
+            e.to_string().contains("methods.unlearn.schedule.warmup"),
+            "{e}"
+        );
+        let e = over("methods.dpo.schedule={steps: 0, warmup: 0, decay_end: 0}").expect_err("0");
+        assert!(e.to_string().contains("methods.dpo.schedule.steps"), "{e}");
+        let e = over("methods.dpo.schedule={steps: 6}").expect_err("partial");
+        assert!(e.to_string().contains("warmup"), "{e}");
     }
 }
