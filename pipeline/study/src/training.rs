@@ -489,22 +489,55 @@ pub fn metrics_rows(df: &DataFrame) -> PolarsResult<Vec<MetricRow>> {
     let metric = df.column("metric")?.str()?.clone();
     let value = df.column("value")?.f64()?.clone();
     let n = df.column("n")?.u32()?.clone();
-    Ok((0..df.height())
-        .map(|i| MetricRow {
-            step: step.get(i).unwrap_or(0),
-            split: split.get(i).unwrap_or("").to_owned(),
-            sample_type: ty.get(i).unwrap_or("").to_owned(),
-            metric: metric.get(i).unwrap_or("").to_owned(),
-            value: value.get(i).unwrap_or(f64::NAN),
-            n: n.get(i).unwrap_or(0),
+    (0..df.height())
+        .map(|i| {
+            Ok(MetricRow {
+                step: present(step.get(i), "step", i)?,
+                split: present(split.get(i), "split", i)?.to_owned(),
+                sample_type: present(ty.get(i), "sample_type", i)?.to_owned(),
+                metric: present(metric.get(i), "metric", i)?.to_owned(),
+                value: present(value.get(i), "value", i)?,
+                n: present(n.get(i), "n", i)?,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A value of a column that must have no nulls: a null is an error naming the column and row
+/// (the callers add the file).
+pub fn present<T>(v: Option<T>, column: &str, row: usize) -> PolarsResult<T> {
+    v.ok_or_else(|| {
+        polars::prelude::polars_err!(ComputeError: "column `{column}` is null at row {row}; the table was not written by this pipeline or is damaged: rerun the stage that writes it")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::grammar::vocab::{EOT, LETTER0, STOP};
+
+    #[test]
+    fn metric_rows_round_trip_and_a_null_is_an_error_naming_its_column() {
+        let rows = vec![MetricRow {
+            step: 3,
+            split: "test".into(),
+            sample_type: "full".into(),
+            metric: "loss".into(),
+            value: 0.5,
+            n: 7,
+        }];
+        let df = metrics_frame(&rows).expect("frame");
+        assert_eq!(metrics_rows(&df).expect("rows"), rows);
+        let mut damaged = df.clone();
+        damaged
+            .with_column(Column::new("value".into(), [None::<f64>]))
+            .expect("replace");
+        let e = metrics_rows(&damaged).expect_err("null value");
+        assert!(
+            e.to_string().contains("column `value` is null at row 0"),
+            "{e}"
+        );
+    }
 
     fn table(rows: usize, l: usize, window: usize) -> TokenTable {
         let mut tokens = Vec::new();

@@ -23,21 +23,21 @@ pub struct CorpusOverview {
 }
 
 fn u8_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<u8>> {
-    Ok(df
-        .column(name)?
+    df.column(name)?
         .u8()?
         .iter()
-        .map(|v| v.unwrap_or(0))
-        .collect())
+        .enumerate()
+        .map(|(i, v)| crate::training::present(v, name, i))
+        .collect()
 }
 
 fn bool_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
-    Ok(df
-        .column(name)?
+    df.column(name)?
         .bool()?
         .iter()
-        .map(|v| v.unwrap_or(false))
-        .collect())
+        .enumerate()
+        .map(|(i, v)| crate::training::present(v, name, i))
+        .collect()
 }
 
 /// The rows of a `list<u8>` column.
