@@ -125,6 +125,12 @@ pub fn from_yaml<C: StageConfig>(
             raw: overrides.join(" "),
             reason: e.to_string(),
         })?;
+        // An added key that the type has no field for must not vanish silently (not every config
+        // struct denies unknown fields): each override must be in the resolved config.
+        let resolved = serde_yaml::to_value(&cfg).map_err(parse)?;
+        for raw in overrides {
+            check_override_kept(&resolved, raw)?;
+        }
     }
     let invalid = |e: FieldError| ConfigError::Invalid {
         path: path.to_owned(),
@@ -204,6 +210,29 @@ fn apply_override(value: &mut Value, raw: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `raw`'s key is in `resolved` (a `null` value may drop an optional field).
+fn check_override_kept(resolved: &Value, raw: &str) -> Result<(), ConfigError> {
+    let Some((key, val)) = raw.split_once('=') else {
+        return Ok(());
+    };
+    if matches!(serde_yaml::from_str::<Value>(val), Ok(Value::Null)) {
+        return Ok(());
+    }
+    let mut node = resolved;
+    for part in key.split('.') {
+        match node.as_mapping().and_then(|m| m.get(part)) {
+            Some(next) => node = next,
+            None => {
+                return Err(ConfigError::Override {
+                    raw: raw.to_owned(),
+                    reason: format!("unknown key `{part}`: the config has no such field"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A stable hash of a resolved config: blake3 of its canonical JSON, first 16 hex digits.
 pub fn config_hash<C: Serialize>(cfg: &C) -> String {
     let json = serde_json::to_string(cfg).expect("configs serialize to JSON");
@@ -241,6 +270,18 @@ mod tests {
         assert!(wrong.to_string().contains("layout.window=lots"), "{wrong}");
         let malformed = from_yaml::<CorpusConfig>("{}", p, &["seed".into()]).expect_err("no =");
         assert!(malformed.to_string().contains("key.sub=value"));
+    }
+
+    #[test]
+    fn an_override_the_resolved_config_lost_is_an_error() {
+        let resolved: Value = serde_yaml::from_str("a: {b: 1}\nc: null").expect("yaml");
+        assert!(check_override_kept(&resolved, "a.b=2").is_ok());
+        assert!(check_override_kept(&resolved, "c=3").is_ok());
+        // Dropped by a type that ignores unknown fields: named, not silently lost.
+        let e = check_override_kept(&resolved, "a.typo=2").expect_err("lost");
+        assert!(e.to_string().contains("unknown key `typo`"), "{e}");
+        // `null` may remove an optional field (which then does not serialize).
+        assert!(check_override_kept(&resolved, "a.gone=null").is_ok());
     }
 
     #[test]
