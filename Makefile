@@ -157,13 +157,9 @@ test:
 	$(MAKE) notebooks-test
 
 ## bench: throughput benchmarks (corpus samples/s per set; training steps/s, GFLOP/s; peak memory)
-# The benches run with the malloc settings the `study` binary gives itself (src/main.rs,
-# `MALLOC_TUNABLES`): without them every tensor op pays page faults, and the table would time
-# glibc's mmap/munmap rather than the model.
-BENCH_MALLOC := GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824
 bench:
 	$(CARGO) bench -p study --bench corpus
-	$(BENCH_MALLOC) $(CARGO) bench -p study-model --bench train
+	$(CARGO) bench -p study-model --bench train
 
 ## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads; installs torch into STUDY_TOOLS, ~5 GB, once)
 BENCH_OUT := $(TARGET_DIR)/bench-pytorch
@@ -173,9 +169,9 @@ bench-pytorch:
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	for n in 1 2; do \
 	  BENCH_FIXTURE=$(BENCH_OUT)/fixture BENCH_JSON=$(BENCH_OUT)/ours-$$n-small.jsonl BENCH_SHAPES=cpu,cpu-l18 BENCH_STEPS=50 \
-	  $(BENCH_MALLOC) CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	  CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
 	  BENCH_JSON=$(BENCH_OUT)/ours-$$n-paper.jsonl BENCH_SHAPES=paper BENCH_STEPS=10 \
-	  $(BENCH_MALLOC) CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	  CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
 	done
 	cat $(BENCH_OUT)/ours-*.jsonl > $(BENCH_OUT)/ours.jsonl
 	$(TORCH_PY) pipeline/study-model/benches/pytorch_mirror.py --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl --shapes cpu,cpu-l18 --steps 50

@@ -46,78 +46,6 @@ enum Command {
     Seeds(stages::seeds::SeedsArgs),
 }
 
-/// What the process's environment must hold before candle and the allocator start, and what it
-/// holds now: `(variable, wanted value)` for each one that differs.
-///
-/// - `CANDLE_NUM_THREADS`: candle's CPU kernels run on a pool of their own, sized once from it
-///   (else `RAYON_NUM_THREADS`, else the physical cores), whose workers spin while they wait.
-///   `--threads` sizes rayon's pool; unless candle's pool has the same size, its workers spin for
-///   cores that are busy elsewhere — measured: `--threads 1` beside other work ran 1.8 instead of
-///   14 training steps/s.
-/// - `GLIBC_TUNABLES` (glibc's malloc): candle allocates a fresh buffer for every tensor op, and
-///   glibc serves large ones with `mmap` and gives them back with `munmap`, so every op paid page
-///   faults and page zeroing in the kernel — 7.2–7.6 s of system time against 10.6–11.5 s of user
-///   time for 60 DPO steps of the `cpu` model (README "Tests and benchmarks"). Serving them from
-///   the heap and keeping freed memory ([`MALLOC_TUNABLES`]) removes that: 0.7 s. A user's own
-///   malloc tunables are kept; other libcs ignore the variable. (jemalloc, tried as the global
-///   allocator instead, faulted even more: it hands out fresh pages for zeroed buffers.)
-///
-/// Neither changes a value: the thread count splits work only where results do not depend on
-/// it, and the allocator never touches the arithmetic.
-fn runtime_env(
-    threads: Option<usize>,
-    get: impl Fn(&str) -> Option<String>,
-) -> Vec<(&'static str, String)> {
-    let mut wanted = Vec::new();
-    if let Some(n) = threads.map(|n| n.to_string())
-        && get("CANDLE_NUM_THREADS").as_deref() != Some(n.as_str())
-    {
-        wanted.push(("CANDLE_NUM_THREADS", n));
-    }
-    match get("GLIBC_TUNABLES") {
-        None => wanted.push(("GLIBC_TUNABLES", MALLOC_TUNABLES.to_owned())),
-        Some(t) if t.contains("glibc.malloc.") => {}
-        Some(t) if t.is_empty() => wanted.push(("GLIBC_TUNABLES", MALLOC_TUNABLES.to_owned())),
-        Some(t) => wanted.push(("GLIBC_TUNABLES", format!("{t}:{MALLOC_TUNABLES}"))),
-    }
-    wanted
-}
-
-/// Buffers up to 32 MiB (glibc's largest mmap threshold) come from the heap, and freed heap
-/// memory is kept for the next op (trimmed back to the system only above 1 GiB).
-const MALLOC_TUNABLES: &str =
-    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
-
-/// Both variables must be set before the process starts (the allocator and candle's pool read
-/// them once), and setting them in-process is `unsafe` (edition 2024), so the binary replaces
-/// itself by a copy with them set (Unix `exec`). Returns only when nothing needs doing, or with
-/// the reason it could not.
-fn reexec_with_runtime_env(threads: Option<usize>) -> Result<(), String> {
-    let wanted = runtime_env(threads, |k| std::env::var(k).ok());
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let err = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .envs(wanted)
-            .exec();
-        Err(err.to_string())
-    }
-    #[cfg(not(unix))]
-    Err(format!(
-        "set {} yourself on this platform",
-        wanted
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ))
-}
-
 /// The error and its causes joined by ": ", each cause once: library errors quote their source
 /// in their own message (so they read whole on their own), which `{:#}` would print twice.
 fn error_chain(e: &anyhow::Error) -> String {
@@ -137,7 +65,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let reexec = reexec_with_runtime_env(cli.runtime.threads);
+    let reexec = study_model::process_env::reexec_with_runtime_env(cli.runtime.threads);
     let _guard = cli.runtime.init();
     if let Err(why) = reexec {
         tracing::warn!("candle's thread pool and the allocator keep their defaults ({why})");
@@ -183,49 +111,5 @@ mod tests {
         // A cause not quoted by its parent is still shown.
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_chain(&plain), "outer: inner");
-    }
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
-
-    #[test]
-    fn the_runtime_env_sets_what_is_missing_and_keeps_what_the_user_set() {
-        assert_eq!(
-            runtime_env(Some(2), env(&[])),
-            [
-                ("CANDLE_NUM_THREADS", "2".to_owned()),
-                ("GLIBC_TUNABLES", MALLOC_TUNABLES.to_owned())
-            ]
-        );
-        // After the re-exec nothing is left to do (no exec loop).
-        let done = [
-            ("CANDLE_NUM_THREADS", "2"),
-            ("GLIBC_TUNABLES", MALLOC_TUNABLES),
-        ];
-        assert!(runtime_env(Some(2), env(&done)).is_empty());
-        assert!(runtime_env(None, env(&done[1..])).is_empty());
-        // A different thread count is replaced; the user's malloc tunables are kept as they are;
-        // other tunables are kept beside ours.
-        let mine = [
-            ("CANDLE_NUM_THREADS", "4"),
-            ("GLIBC_TUNABLES", "glibc.malloc.arena_max=1"),
-        ];
-        assert_eq!(
-            runtime_env(Some(1), env(&mine)),
-            [("CANDLE_NUM_THREADS", "1".to_owned())]
-        );
-        let other = [("GLIBC_TUNABLES", "glibc.pthread.rseq=0")];
-        assert_eq!(
-            runtime_env(None, env(&other)),
-            [(
-                "GLIBC_TUNABLES",
-                format!("glibc.pthread.rseq=0:{MALLOC_TUNABLES}")
-            )]
-        );
     }
 }

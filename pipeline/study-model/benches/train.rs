@@ -141,6 +141,11 @@ fn write_fixture(dir: &Path, dev: &Device) {
 }
 
 fn main() {
+    // The malloc settings the `study` binary runs with (without them every op pays page faults
+    // and the table would time glibc's mmap/munmap); thread counts stay as the caller set them.
+    if let Err(why) = study_model::process_env::reexec_with_runtime_env(None) {
+        println!("warning: the allocator keeps its defaults ({why})");
+    }
     let dev = Device::Cpu;
     if let Ok(dir) = std::env::var("BENCH_FIXTURE") {
         write_fixture(Path::new(&dir), &dev);

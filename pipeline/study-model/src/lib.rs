@@ -15,6 +15,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod probe;
 pub mod probing;
+pub mod process_env;
 pub mod train;
 
 /// The sources that decide a trained model (this crate and the training-side modules of
