@@ -878,6 +878,38 @@ fn tiny_behaviour_tables_match_their_snapshot() {
             "row {i}: soft token norm {m} over budget {e}"
         );
     }
+    // Per model and budget: success, mean targeted loss and mean reported iterate (the tiny
+    // preset keeps the best of the 4 + 1 iterates), so a change in the attack shows here.
+    let col = |name: &str| adv.column(name).expect(name).clone();
+    let (model, factor, success) = (col("model"), col("factor"), col("success"));
+    let (loss, iterate, kept) = (col("final_loss"), col("iterate"), col("kept"));
+    let mut attack: std::collections::BTreeMap<String, (usize, usize, f64, u32)> =
+        Default::default();
+    for i in 0..adv.height() {
+        assert_eq!(kept.str().expect("str").get(i), Some("best"), "row {i}");
+        let it = iterate.u32().expect("u32").get(i).expect("iterate");
+        assert!(it <= 4, "row {i}: iterate {it} of 4 steps");
+        let key = format!(
+            "{} ×{}",
+            model.str().expect("str").get(i).expect("model"),
+            factor.f64().expect("f64").get(i).expect("factor")
+        );
+        let e = attack.entry(key).or_default();
+        e.0 += 1;
+        e.1 += usize::from(success.bool().expect("bool").get(i).expect("success"));
+        e.2 += loss.f64().expect("f64").get(i).expect("loss");
+        e.3 += it;
+    }
+    let attack: Vec<String> = attack
+        .into_iter()
+        .map(|(k, (n, ok, loss, it))| {
+            format!(
+                "{k}: success {ok}/{n}, mean loss {:.3}, mean iterate {:.2}",
+                loss / n as f64,
+                f64::from(it) / n as f64
+            )
+        })
+        .collect();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("summary"))
             .expect("json");
@@ -895,6 +927,7 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     let snapshot = serde_json::json!({
         "behaviour": table,
         "adversarial_rows": adv.height(),
+        "attack": attack,
         "bars": summary["bars"].as_array().map(|b| b.iter().map(|c| {
             format!("{}: {}", c["name"].as_str().unwrap_or(""), if c["pass"].as_bool() == Some(true) { "pass" } else { "fail" })
         }).collect::<Vec<_>>()),

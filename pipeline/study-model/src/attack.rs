@@ -29,6 +29,11 @@
 //! Success: the greedy continuation from the attacked input equals the first output and its
 //! stop token exactly (analysis_spec §5.3, aligned), decided from one teacher-forced pass (the
 //! two agree exactly for a causal model). Step size η = 2ε/T, init δ ~ N(0, 0.01²), seeded.
+//!
+//! Which iterate is reported ([`AttackIterate`]): the last step's δ (the official code's) or the
+//! best of the T + 1 iterates (the initial δ and each step's; a success before a failure, then
+//! the lowest targeted loss). With T steps of 2ε/T the path is twice the ball's radius, so the
+//! last iterate can overshoot a success it passed through; the best iterate cannot lose one.
 
 use std::ops::Range;
 
@@ -49,6 +54,17 @@ pub enum AttackMode {
     Intended,
     /// The official code's behaviour: per-coordinate clamp, soft tokens = steps.
     Literal,
+}
+
+/// Which of the optimisation's iterates each row reports; orthogonal to the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttackIterate {
+    /// δ after the last step (the official code).
+    #[default]
+    Last,
+    /// The best of the T + 1 iterates: successful before failed, then lowest targeted loss
+    /// (ties: the earliest).
+    Best,
 }
 
 /// Where the attack's free vectors go; orthogonal to [`AttackMode`].
@@ -113,6 +129,8 @@ pub struct AttackSpec {
     pub mode: AttackMode,
     /// Seed of δ's initialisation.
     pub seed: u64,
+    /// Which iterate is reported.
+    pub iterate: AttackIterate,
 }
 
 impl AttackSpec {
@@ -127,6 +145,10 @@ impl AttackSpec {
                 study::config::evaluate::AttackModeConfig::Literal => AttackMode::Literal,
             },
             seed: a.seed,
+            iterate: match a.iterate {
+                study::config::evaluate::AttackIterateConfig::Last => AttackIterate::Last,
+                study::config::evaluate::AttackIterateConfig::Best => AttackIterate::Best,
+            },
         }
     }
 
@@ -193,8 +215,11 @@ pub struct AttackRow<'a> {
 pub struct AttackOutcome {
     /// Greedy first output (and stop) equals the instruction-following one.
     pub success: bool,
-    /// Targeted loss after the last step (mean over the first output and its stop).
+    /// Targeted loss of the reported iterate (mean over the first output and its stop).
     pub final_loss: f64,
+    /// The reported iterate: 0 is the initial δ, `k` the δ after step `k` (T under
+    /// [`AttackIterate::Last`]).
+    pub iterate: usize,
     /// Teacher-forced token accuracy on the first output and its stop, after the attack.
     pub token_acc: f64,
     /// Whether the first greedy output token is the refusal letter `2a`.
@@ -409,8 +434,44 @@ fn attack_group(
             .mean(1)?; // (B,) per-row mean: rows' gradients are independent
         Ok((nll, out))
     };
-    for _ in 0..spec.steps {
-        let (nll, _) = loss_of(delta.as_tensor())?;
+    let target_rows = targets.to_vec2::<u32>()?;
+    let mut best: Vec<Option<Iterate>> = vec![None; b];
+    // Reads iterate `k` (δ's current value, whose loss and logits are given) into `best`.
+    let mut read = |k: usize, nll: &Tensor, out: &Tensor| -> Result<()> {
+        let loss: Vec<f32> = nll.to_vec1()?;
+        let tf = out.argmax(D::Minus1)?.to_vec2::<u32>()?;
+        let mut delta_rows: Option<Vec<Vec<Vec<f32>>>> = None;
+        for i in 0..b {
+            let candidate = (tf[i] == target_rows[i], loss[i]);
+            let better = match &best[i] {
+                None => true,
+                Some(kept) => match (candidate.0, kept.success) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => candidate.1 < kept.loss,
+                },
+            };
+            if better {
+                if delta_rows.is_none() {
+                    delta_rows = Some(delta.as_tensor().to_dtype(DType::F32)?.to_vec3()?);
+                }
+                let rows = delta_rows.as_mut().expect("read just above");
+                best[i] = Some(Iterate {
+                    step: k,
+                    success: candidate.0,
+                    loss: candidate.1,
+                    greedy: tf[i].clone(),
+                    delta: std::mem::take(&mut rows[i]),
+                });
+            }
+        }
+        Ok(())
+    };
+    for k in 0..spec.steps {
+        let (nll, out) = loss_of(delta.as_tensor())?;
+        if spec.iterate == AttackIterate::Best {
+            read(k, &nll, &out)?;
+        }
         let grads = nll.sum_all()?.backward()?;
         let g = grads
             .get(delta.as_tensor())
@@ -431,39 +492,56 @@ fn attack_group(
         };
         delta.set(&projected.detach())?;
     }
+    // The last iterate is always read: under `Last` it is the only one; under `Best` it competes.
     let (nll, out) = loss_of(delta.as_tensor())?;
-    let final_loss: Vec<f32> = nll.to_vec1()?;
-    let tf = out.argmax(D::Minus1)?.to_vec2::<u32>()?;
-    let target_rows = targets.to_vec2::<u32>()?;
+    read(spec.steps, &nll, &out)?;
     // Success is greedy decoding from the attacked input (ending in EOT) reproducing the L
     // letters and the stop.
     // Greedy output equals the target exactly when, teacher-forced on the target, every
     // position's argmax is the target token (by induction over the prefix; the model is causal),
     // so the teacher-forced argmax above decides it, and its first token is the greedy first.
-    let delta_rows = delta.as_tensor().to_dtype(DType::F32)?.to_vec3::<f32>()?;
-    Ok((0..b)
-        .map(|i| {
-            let norms: Vec<f64> = delta_rows[i]
+    Ok(best
+        .into_iter()
+        .zip(&eps)
+        .zip(&target_rows)
+        .map(|((kept, &eps), target)| {
+            let kept = kept.expect("the last iterate is always read");
+            let norms: Vec<f64> = kept
+                .delta
                 .iter()
                 .map(|v| f64::from(v.iter().map(|x| x * x).sum::<f32>().sqrt()))
                 .collect();
-            let correct = tf[i]
+            let correct = kept
+                .greedy
                 .iter()
-                .zip(&target_rows[i])
+                .zip(target)
                 .filter(|(a, b)| a == b)
                 .count();
             AttackOutcome {
-                success: tf[i] == target_rows[i],
-                final_loss: f64::from(final_loss[i]),
+                success: kept.success,
+                final_loss: f64::from(kept.loss),
+                iterate: kept.step,
                 token_acc: correct as f64 / (l + 1) as f64,
-                null_first: tf[i][0] == u32::from(NULL_LETTER),
-                eps: eps[i],
+                null_first: kept.greedy[0] == u32::from(NULL_LETTER),
+                eps,
                 delta_norm_max: norms.iter().copied().fold(0.0, f64::max),
                 delta_norm_mean: norms.iter().sum::<f64>() / norms.len().max(1) as f64,
-                delta: delta_rows[i].concat(),
+                delta: kept.delta.concat(),
             }
         })
         .collect())
+}
+
+/// One row's kept iterate of [`attack_group`].
+#[derive(Debug, Clone)]
+struct Iterate {
+    step: usize,
+    success: bool,
+    loss: f32,
+    /// Teacher-forced argmax over the first output and its stop.
+    greedy: Vec<u32>,
+    /// δ of the row, `n` vectors of `d`.
+    delta: Vec<Vec<f32>>,
 }
 
 #[cfg(test)]
@@ -511,6 +589,7 @@ mod tests {
                 factor,
                 mode: AttackMode::Intended,
                 seed,
+                iterate: AttackIterate::Last,
             };
             let out = attack(&m, &ar, &spec).unwrap();
             for o in &out {
@@ -534,6 +613,7 @@ mod tests {
             factor: 0.5,
             mode: AttackMode::Literal,
             seed: 1,
+            iterate: AttackIterate::Last,
         };
         let a = attack(&m, &ar, &spec).unwrap();
         let b = attack(&m, &ar, &spec).unwrap();
@@ -558,6 +638,7 @@ mod tests {
             factor: 1.0,
             mode: AttackMode::Intended,
             seed: 0,
+            iterate: AttackIterate::Last,
         };
         let e = attack(
             &m,
@@ -645,6 +726,7 @@ mod tests {
             factor: 1.0,
             mode: AttackMode::Intended,
             seed: 0,
+            iterate: AttackIterate::Last,
         };
         let literal = AttackSpec {
             mode: AttackMode::Literal,
@@ -678,6 +760,7 @@ mod tests {
                     factor,
                     mode: AttackMode::Intended,
                     seed,
+                    iterate: AttackIterate::Last,
                 };
                 let out = attack_placed(&m, &ar, &spec, placement).unwrap();
                 for (r, o) in ar.iter().zip(&out) {
@@ -724,6 +807,7 @@ mod tests {
             factor: 0.5,
             mode: AttackMode::Literal,
             seed: 1,
+            iterate: AttackIterate::Last,
         };
         let placement = Placement::Perturb(PerturbPositions::Prefix);
         let a = attack_placed(&m, &ar, &spec, placement).unwrap();
@@ -806,6 +890,7 @@ mod tests {
                 factor: 4.0,
                 mode: AttackMode::Intended,
                 seed: 11,
+                iterate: AttackIterate::Last,
             };
             let spec = AttackSpec { steps: 30, ..start };
             let before = attack_placed(&m, &ar, &start, placement).unwrap();
@@ -832,6 +917,7 @@ mod tests {
             factor: 10.0,
             mode: AttackMode::Intended,
             seed: 11,
+            iterate: AttackIterate::Last,
         };
         let out = attack_placed(&m, &ar, &spec, placement).unwrap();
         assert!(out.iter().any(|o| o.success), "no row succeeds");
@@ -849,6 +935,64 @@ mod tests {
         }
     }
 
+    /// The best iterate is one the optimisation passed through (same trajectory as `Last`:
+    /// its δ re-evaluated gives its loss and success), stays inside the budget, never reports
+    /// a failure where the last iterate succeeded nor a higher loss at equal success, and, with
+    /// steps larger than the ball (factor 4: 10 steps of 0.8 ε), is sometimes an earlier one.
+    #[test]
+    fn best_iterate_is_a_visited_one_and_never_worse_than_the_last() {
+        let m = sharp(25.0);
+        let rows: Vec<Vec<Token>> = vec![row(4, 1), row(5, 2), row(4, 9), row(6, 4), row(3, 5)];
+        let ar = attack_rows(&rows);
+        let mut earlier = 0;
+        for placement in [
+            Placement::Insert,
+            Placement::Perturb(PerturbPositions::Prefix),
+        ] {
+            for factor in [1.0, 4.0] {
+                let last = AttackSpec {
+                    n_soft: 2,
+                    steps: 10,
+                    factor,
+                    mode: AttackMode::Intended,
+                    seed: 3,
+                    iterate: AttackIterate::Last,
+                };
+                let best = AttackSpec {
+                    iterate: AttackIterate::Best,
+                    ..last
+                };
+                let lo = attack_placed(&m, &ar, &last, placement).unwrap();
+                let bo = attack_placed(&m, &ar, &best, placement).unwrap();
+                for ((r, l), b) in ar.iter().zip(&lo).zip(&bo) {
+                    let case = format!("{placement:?} ×{factor}");
+                    assert_eq!(l.iterate, 10, "{case}");
+                    assert!(b.iterate <= 10, "{case}");
+                    assert!(b.success || !l.success, "{case}: best lost a success");
+                    if b.success == l.success {
+                        assert!(b.final_loss <= l.final_loss, "{case}");
+                    }
+                    if b.iterate == 10 {
+                        assert_eq!(bits(&b.delta), bits(&l.delta), "{case}: same trajectory");
+                    } else {
+                        earlier += 1;
+                    }
+                    assert!(b.delta_norm_max <= b.eps * (1.0 + 1e-5), "{case}");
+                    let x = adversarial_input(&m, r, &best, placement, &b.delta).unwrap();
+                    let eot = placement.eot_position(&best, r.text_len);
+                    let (loss, tf, target) = readout(&m, r, &x, eot);
+                    assert!(
+                        (loss - b.final_loss).abs() < 1e-4,
+                        "{case}: {loss} vs {}",
+                        b.final_loss
+                    );
+                    assert_eq!(tf == target, b.success, "{case}");
+                }
+            }
+        }
+        assert!(earlier > 0, "the best iterate was always the last one");
+    }
+
     /// As the budget goes to 0 the perturbed model is the clean one: success, refusal, token
     /// accuracy and loss equal the clean teacher-forced pass (δ = 0 exactly at budget 0).
     #[test]
@@ -864,6 +1008,7 @@ mod tests {
                     factor,
                     mode: AttackMode::Intended,
                     seed: 2,
+                    iterate: AttackIterate::Last,
                 };
                 let out = attack_placed(&m, &ar, &spec, Placement::Perturb(positions)).unwrap();
                 for (r, o) in ar.iter().zip(&out) {
@@ -902,6 +1047,7 @@ mod tests {
             factor: 1.0,
             mode: AttackMode::Intended,
             seed: 3,
+            iterate: AttackIterate::Last,
         };
         let a = attack(&m, &ar, &spec).unwrap();
         let b = attack_placed(&m, &ar, &spec, Placement::Insert).unwrap();

@@ -22,7 +22,9 @@ use study::evaluation::{
 use study::finetune::PairTable;
 use study::polars::prelude::*;
 
-use crate::attack::{AttackMode, AttackOutcome, AttackRow, AttackSpec, Placement, attack_placed};
+use crate::attack::{
+    AttackIterate, AttackMode, AttackOutcome, AttackRow, AttackSpec, Placement, attack_placed,
+};
 use crate::behaviour::{ModelId, score_set};
 use crate::gpt::Gpt;
 
@@ -198,6 +200,8 @@ struct AdvRow {
     model: String,
     method: String,
     mode: &'static str,
+    /// `last` or `best` (evaluate.yaml `attack.iterate`).
+    kept: &'static str,
     placement: String,
     factor: f64,
     n_soft: u32,
@@ -240,13 +244,7 @@ fn run_attacks(
     let mut emb = Embeddings::new();
     for m in models.iter().filter(|m| m.id.method != "it") {
         for &factor in &a.budget_factors {
-            let spec = AttackSpec {
-                n_soft: a.n_soft,
-                steps: a.steps,
-                factor,
-                mode,
-                seed: a.seed,
-            };
+            let spec = AttackSpec::from_config(a, factor);
             let outcomes = attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| {
                 EvaluateError::Attack {
                     model: m.id.name.clone(),
@@ -295,6 +293,10 @@ fn run_attacks(
                         AttackMode::Intended => "intended",
                         AttackMode::Literal => "literal",
                     },
+                    kept: match spec.iterate {
+                        AttackIterate::Last => "last",
+                        AttackIterate::Best => "best",
+                    },
                     placement: placement_name.clone(),
                     factor,
                     n_soft: n as u32,
@@ -314,6 +316,7 @@ fn adversarial_frame(rows: &[AdvRow]) -> PolarsResult<DataFrame> {
         "model" => rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
         "method" => rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>(),
         "mode" => rows.iter().map(|r| r.mode).collect::<Vec<_>>(),
+        "kept" => rows.iter().map(|r| r.kept).collect::<Vec<_>>(),
         "placement" => rows.iter().map(|r| r.placement.as_str()).collect::<Vec<_>>(),
         "factor" => rows.iter().map(|r| r.factor).collect::<Vec<_>>(),
         "n_soft" => rows.iter().map(|r| r.n_soft).collect::<Vec<_>>(),
@@ -322,6 +325,7 @@ fn adversarial_frame(rows: &[AdvRow]) -> PolarsResult<DataFrame> {
         "text_len" => rows.iter().map(|r| r.text_len).collect::<Vec<_>>(),
         "success" => rows.iter().map(|r| r.outcome.success).collect::<Vec<_>>(),
         "final_loss" => rows.iter().map(|r| r.outcome.final_loss).collect::<Vec<_>>(),
+        "iterate" => rows.iter().map(|r| r.outcome.iterate as u32).collect::<Vec<_>>(),
         "token_acc" => rows.iter().map(|r| r.outcome.token_acc).collect::<Vec<_>>(),
         "null_first" => rows.iter().map(|r| r.outcome.null_first).collect::<Vec<_>>(),
         "eps" => rows.iter().map(|r| r.outcome.eps).collect::<Vec<_>>(),

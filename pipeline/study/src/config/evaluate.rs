@@ -30,6 +30,19 @@ pub enum AttackPlacementConfig {
     Perturb,
 }
 
+/// Which iterate of the attack's optimisation is reported, per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackIterateConfig {
+    /// The last step's δ (the official code; default).
+    #[default]
+    Last,
+    /// The best of the `steps + 1` iterates (the initial δ and each step's): a successful one
+    /// before a failed one, then the lowest targeted loss (the usual PGD practice; success can
+    /// only rise over `last`, and no longer falls when a large step overshoots).
+    Best,
+}
+
 /// Which prompt positions `placement: perturb` perturbs (full row coordinates; EOT and the
 /// outputs are never perturbed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -86,6 +99,9 @@ pub struct AttackConfig {
     /// under `placement: insert`.
     #[serde(default)]
     pub perturb_positions: Option<PerturbPositionsConfig>,
+    /// Which iterate is reported: `last` (the official code's, default) or `best`.
+    #[serde(default)]
+    pub iterate: AttackIterateConfig,
 }
 
 impl AttackConfig {
@@ -104,9 +120,19 @@ impl AttackConfig {
             AttackModeConfig::Intended => "per-token L2 ball",
             AttackModeConfig::Literal => "official clamp",
         };
+        let iterate = match self.iterate {
+            AttackIterateConfig::Last => "last iterate",
+            AttackIterateConfig::Best => "best iterate",
+        };
         match self.perturbed() {
-            None => format!("insertion of {} soft tokens, {ball}", self.n_soft),
-            Some(p) => format!("perturbation of the {} positions, {ball}", p.as_str()),
+            None => format!(
+                "insertion of {} soft tokens, {ball}, {iterate}",
+                self.n_soft
+            ),
+            Some(p) => format!(
+                "perturbation of the {} positions, {ball}, {iterate}",
+                p.as_str()
+            ),
         }
     }
 }
@@ -238,6 +264,20 @@ mod tests {
                 .expect_err("unknown")
                 .contains("shift")
         );
+    }
+
+    #[test]
+    fn iterate_defaults_to_the_official_last_and_parses_best() {
+        let c = parse("", &[]).expect("valid");
+        assert_eq!(c.attack.iterate, AttackIterateConfig::Last);
+        assert!(c.attack.describe().ends_with("last iterate"));
+        let c = parse("  iterate: best\n", &[]).expect("valid");
+        assert_eq!(c.attack.iterate, AttackIterateConfig::Best);
+        assert!(c.attack.describe().ends_with("best iterate"));
+        let c = parse("", &["attack.iterate=best"]).expect("valid");
+        assert_eq!(c.attack.iterate, AttackIterateConfig::Best);
+        let e = parse("  iterate: first\n", &[]).expect_err("unknown");
+        assert!(e.contains("first"), "{e}");
     }
 
     #[test]

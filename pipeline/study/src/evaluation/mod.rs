@@ -34,7 +34,7 @@ pub const JAILBREAKS: [&str; 4] = [
 /// Version of the behaviour table's schema.
 pub const BEHAVIOUR_SCHEMA_VERSION: u32 = 2;
 /// Version of the adversarial table's schema.
-pub const ADVERSARIAL_SCHEMA_VERSION: u32 = 2;
+pub const ADVERSARIAL_SCHEMA_VERSION: u32 = 3;
 /// File name of the behaviour table.
 pub const BEHAVIOUR_FILE: &str = "behaviour.parquet";
 /// File name of the attack table.
@@ -220,7 +220,8 @@ pub fn read_evaluation(catalog: &crate::Catalog) -> Result<Evaluated, artifacts:
 }
 
 /// The schema of `adversarial.parquet` (one row per attacked sample, model and budget;
-/// `placement` is `insert` or `perturb_<positions>`, `n_soft` the rows of δ).
+/// `placement` is `insert` or `perturb_<positions>`, `n_soft` the rows of δ, `kept` `last` or
+/// `best` and `iterate` the step whose δ is reported, 0 for the initial one).
 pub fn adversarial_schema() -> TableSchema {
     TableSchema {
         table: "adversarial",
@@ -229,6 +230,7 @@ pub fn adversarial_schema() -> TableSchema {
             ("model", DataType::String),
             ("method", DataType::String),
             ("mode", DataType::String),
+            ("kept", DataType::String),
             ("placement", DataType::String),
             ("factor", DataType::Float64),
             ("n_soft", DataType::UInt32),
@@ -237,6 +239,7 @@ pub fn adversarial_schema() -> TableSchema {
             ("text_len", DataType::UInt8),
             ("success", DataType::Boolean),
             ("final_loss", DataType::Float64),
+            ("iterate", DataType::UInt32),
             ("token_acc", DataType::Float64),
             ("null_first", DataType::Boolean),
             ("eps", DataType::Float64),
