@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod driver;
 mod runtime;
 mod stages;
 
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate the synthetic data: pre-training, fine-tuning and evaluation sets (Parquet).
-    Corpus(stages::StageArgs),
+    Corpus(driver::StageArgs),
     /// Pre-train the instruction-tuned (IT) model on the corpus (safetensors, metrics).
     Pretrain(stages::pretrain::PretrainArgs),
     /// Safety fine-tune the IT model: one variant `<method>-<lr label>` (SSFT, DPO, unlearning).

@@ -7,7 +7,7 @@ use study::Catalog;
 use study::artifacts::{Stage, StageDir};
 use study::config::CorpusConfig;
 
-use super::StageArgs;
+use crate::driver::StageArgs;
 use crate::runtime::{Bars, Runtime};
 
 /// Bump when the stage's outputs change for the same config.
@@ -19,7 +19,7 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
     let cfg = &resolved.cfg;
     let catalog = Catalog::new(&rt.data_root, &args.preset, cfg.seed);
     let manifest_path = catalog.manifest(Stage::Corpus);
-    let plan = super::Plan {
+    let plan = crate::driver::Plan {
         version: STAGE_VERSION,
         fingerprint: &study::corpus::code_fingerprint(),
         config_hash: &resolved.hash,
@@ -34,7 +34,7 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
     let out =
         StageDir::begin(&catalog, Stage::Corpus).context("starting the corpus stage folder")?;
     let written = study::corpus::write_corpus(cfg, &out, &resolved.hash, &Bars::new())?;
-    let manifest = super::manifest(
+    let manifest = crate::driver::manifest(
         Stage::Corpus,
         STAGE_VERSION,
         &args.preset,

@@ -15,8 +15,8 @@ use study::evaluation;
 use study::finetune::PairTable;
 use study_model::evaluate::{self as lib, EvalModel};
 
-use super::StageArgs;
-use super::driver::{
+use crate::driver::StageArgs;
+use crate::driver::{
     DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_models, variant_inputs,
     variant_names,
 };

@@ -14,8 +14,8 @@ use study::config::finetune::VariantName;
 use study_model::finetune::{self as lib, FinetuneData, Run};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use super::StageArgs;
-use super::driver::{StageRun, check_it_model, check_vocab};
+use crate::driver::StageArgs;
+use crate::driver::{StageRun, check_it_model, check_vocab};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.

@@ -12,8 +12,8 @@ use study::config::PretrainConfig;
 use study_model::pretrain::{self as lib, Outcome, PretrainData, Run, TrainState};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use super::StageArgs;
-use super::driver::{StageRun, check_vocab};
+use crate::driver::StageArgs;
+use crate::driver::{StageRun, check_vocab};
 use crate::runtime::Runtime;
 
 /// Bump when the stage's outputs change for the same config and code.

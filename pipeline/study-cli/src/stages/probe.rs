@@ -16,8 +16,8 @@ use study::finetune::PairTable;
 use study_model::gpt::Gpt;
 use study_model::probing::{self as lib, Attacked};
 
-use super::StageArgs;
-use super::driver::{
+use crate::driver::StageArgs;
+use crate::driver::{
     DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_models, variant_inputs,
     variant_names,
 };

@@ -16,8 +16,8 @@ use study::config::{ProbeConfig, SpectraConfig};
 use study::spectra::stage::{ProbeFiles, ProbeTables, write_outputs};
 use study::spectra::{self, Inputs};
 
-use super::StageArgs;
-use super::driver::{
+use crate::driver::StageArgs;
+use crate::driver::{
     DEFAULT_VARIANTS, StageRun, it_config, load_models, upstream_config, variant_inputs,
     variant_names,
 };
