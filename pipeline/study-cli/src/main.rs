@@ -15,6 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod code;
+#[cfg(test)]
+mod code_tree;
 mod driver;
 mod runtime;
 mod stages;

@@ -15,16 +15,7 @@ use crate::train as tr;
 /// Rows per forward pass.
 const CHUNK: usize = 512;
 
-/// Which model the rows describe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelId {
-    /// `it` or the variant (`ssft-medium`, …).
-    pub name: String,
-    /// `it`, `ssft`, `dpo` or `unlearn`.
-    pub method: String,
-    /// The learning-rate label (`""` for the IT model).
-    pub lr_label: String,
-}
+pub use crate::model_id::ModelId;
 
 /// The variant each metric prompts with and scores against.
 const METRICS: [(Variant, Metric); 4] = [

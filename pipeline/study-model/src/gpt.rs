@@ -26,7 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 pub use study::config::train::Gelu;
-use study::mechanism::interpolation::interpolate_values;
 
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
 pub const LN_EPS: f64 = 1e-5;
@@ -250,39 +249,6 @@ impl Params {
             .map(|(k, v)| (k.as_str(), v.as_tensor().clone()))
             .collect();
         candle_core::safetensors::save(&tensors, path)
-    }
-
-    /// `it + α (st − it)` for every parameter (the α-interpolation of reference/analysis_spec.md
-    /// §8, by [`study::mechanism::interpolation::interpolate_values`]; α > 1 extrapolates). α = 0 and α = 1 return `it` and `st` exactly (no rounding), so
-    /// the ends reproduce the evaluate stage's numbers. Both must have the same names and shapes
-    /// (a fine-tuned model of this IT model).
-    pub fn interpolate(it: &Self, st: &Self, alpha: f64) -> Result<Self> {
-        let mut vars = BTreeMap::new();
-        for (name, w_it) in &it.vars {
-            let w_st = st.get(name)?;
-            if w_st.dims() != w_it.dims() {
-                candle_core::bail!(
-                    "parameter `{name}`: fine-tuned shape {:?}, IT shape {:?}",
-                    w_st.dims(),
-                    w_it.dims()
-                );
-            }
-            let w = if alpha == 0.0 {
-                w_it.as_tensor().copy()?
-            } else if alpha == 1.0 {
-                w_st.as_tensor().copy()?
-            } else {
-                let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
-                let values = interpolate_values(&flat(w_it)?, &flat(w_st)?, alpha)
-                    .map_err(|e| candle_core::Error::Msg(format!("parameter `{name}`: {e}")))?;
-                Tensor::from_vec(values, w_it.dims(), w_it.device())?
-            };
-            vars.insert(name.clone(), Var::from_tensor(&w)?);
-        }
-        if let Some(extra) = st.vars.keys().find(|k| !it.vars.contains_key(*k)) {
-            candle_core::bail!("the fine-tuned model has a parameter `{extra}` the IT model lacks");
-        }
-        Ok(Self { vars })
     }
 
     /// The parameter `name`.

@@ -9,6 +9,7 @@ pub mod device;
 pub mod evaluate;
 pub mod finetune;
 pub mod gpt;
+pub mod model_id;
 pub mod objectives;
 pub mod ops;
 pub mod optim;
@@ -17,21 +18,3 @@ pub mod probe;
 pub mod probing;
 pub mod process_env;
 pub mod train;
-
-/// The sources that decide a trained model (this crate and the training-side modules of
-/// `study`), compiled in: editing one changes this fingerprint and so re-runs training stages.
-const SOURCES: [&str; 8] = [
-    include_str!("gpt.rs"),
-    include_str!("optim.rs"),
-    include_str!("ops.rs"),
-    include_str!("train.rs"),
-    include_str!("../../study/src/training.rs"),
-    include_str!("../../study/src/config/train.rs"),
-    include_str!("../../study/src/config/pretrain.rs"),
-    include_str!("../../study/src/grammar/layout.rs"),
-];
-
-/// The fingerprint of the training code ([`study::artifacts::source_fingerprint`]).
-pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&SOURCES)
-}

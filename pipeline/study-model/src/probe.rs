@@ -6,10 +6,11 @@ use candle_core::{D, DType, Result, Tensor, Var};
 use study::config::probe::Dump;
 use study::grammar::layout::Spans;
 use study::mechanism::Matrix;
+use study::mechanism::interpolation::interpolate_values;
 use study::probe::{Activation, Hook, Pool};
 use study::spectra::{MlpWeights, ModelWeights};
 
-use crate::gpt::{Gpt, LayerTrace, Trace};
+use crate::gpt::{Gpt, GptConfig, LayerTrace, Params, Trace};
 
 /// Rows per forward pass.
 const CHUNK: usize = 256;
@@ -232,6 +233,40 @@ pub fn mlp_weights(model: &Gpt) -> Result<ModelWeights> {
         .collect()
 }
 
+/// `it + α (st − it)` for every parameter (the α-interpolation of reference/analysis_spec.md
+/// §8, by [`study::mechanism::interpolation::interpolate_values`]; α > 1 extrapolates), as a
+/// model of shape `cfg`. α = 0 and α = 1 return `it` and `st` exactly (no rounding), so the
+/// ends reproduce the evaluate stage's numbers. Both must have the same names and shapes (a
+/// fine-tuned model of this IT model).
+pub fn interpolate(cfg: &GptConfig, it: &Params, st: &Params, alpha: f64) -> Result<Params> {
+    let mut tensors = std::collections::BTreeMap::new();
+    for (name, w_it) in it.iter() {
+        let w_st = st.get(name)?;
+        if w_st.dims() != w_it.dims() {
+            candle_core::bail!(
+                "parameter `{name}`: fine-tuned shape {:?}, IT shape {:?}",
+                w_st.dims(),
+                w_it.dims()
+            );
+        }
+        let w = if alpha == 0.0 {
+            w_it.as_tensor().copy()?
+        } else if alpha == 1.0 {
+            w_st.as_tensor().copy()?
+        } else {
+            let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
+            let values = interpolate_values(&flat(w_it)?, &flat(w_st)?, alpha)
+                .map_err(|e| candle_core::Error::Msg(format!("parameter `{name}`: {e}")))?;
+            Tensor::from_vec(values, w_it.dims(), w_it.device())?
+        };
+        tensors.insert(name.to_owned(), w);
+    }
+    if let Some((extra, _)) = st.iter().find(|(k, _)| it.get(k).is_err()) {
+        candle_core::bail!("the fine-tuned model has a parameter `{extra}` the IT model lacks");
+    }
+    Params::from_tensors(cfg, tensors)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
@@ -259,7 +294,8 @@ mod tests {
             let cfg = *model().config();
             Gpt::new(cfg, Params::init(&cfg, 8, &Device::Cpu).expect("init")).expect("st")
         });
-        let at = |alpha| Params::interpolate(it.params(), st.params(), alpha).expect("interpolate");
+        let at =
+            |alpha| interpolate(it.config(), it.params(), st.params(), alpha).expect("interpolate");
         let get = |p: &Params| {
             p.get("transformer.h.1.c_fc.weight")
                 .expect("c_fc")
@@ -285,7 +321,7 @@ mod tests {
             ..*it.config()
         };
         let other = Params::init(&cfg, 9, &Device::Cpu).expect("init");
-        let err = Params::interpolate(it.params(), &other, 1.0).expect_err("shapes differ");
+        let err = interpolate(it.config(), it.params(), &other, 1.0).expect_err("shapes differ");
         assert!(err.to_string().contains("no parameter"), "{err}");
     }
 

@@ -21,7 +21,7 @@ use study::spectra::STD_SETS;
 
 use crate::attack::{AttackRow, AttackSpec, Placement, adversarial_input};
 use crate::behaviour::{ModelId, score_set};
-use crate::gpt::{Gpt, Params};
+use crate::gpt::Gpt;
 use crate::probe::{self, ProbeRow};
 
 /// Errors of a probe run; each names what to re-run.
@@ -308,12 +308,10 @@ fn interpolation(
         let (method, lr_label) = variant.split_once('-').unwrap_or((variant.as_str(), ""));
         for &alpha in &cfg.interpolation.alphas {
             let name = tables::interpolated_model(variant, alpha);
-            let params =
-                Params::interpolate(it.params(), st.params(), alpha).map_err(|source| {
-                    ProbeError::Interpolate {
-                        variant: variant.clone(),
-                        source,
-                    }
+            let params = crate::probe::interpolate(it.config(), it.params(), st.params(), alpha)
+                .map_err(|source| ProbeError::Interpolate {
+                    variant: variant.clone(),
+                    source,
                 })?;
             let gpt = Gpt::new(*it.config(), params)?;
             let id = ModelId {

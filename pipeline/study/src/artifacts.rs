@@ -363,14 +363,21 @@ impl Manifest {
     }
 }
 
-/// The fingerprint of a stage's code: blake3 over the sources (compiled in with `include_str!`)
-/// that decide its outputs, first 16 hex digits. Editing one of them re-runs the stage.
-pub fn source_fingerprint(sources: &[&str]) -> String {
-    let mut h = blake3::Hasher::new();
-    for s in sources {
-        h.update(s.as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_owned()
+/// The rows of a `list<u8>` column.
+pub fn token_lists(df: &DataFrame, name: &str) -> PolarsResult<Vec<Vec<u8>>> {
+    let list = df.column(name)?.list()?;
+    list.amortized_iter()
+        .enumerate()
+        .map(|(i, s)| match s {
+            Some(s) => s
+                .as_ref()
+                .u8()?
+                .iter()
+                .map(|v| v.ok_or_else(|| polars_err!(ComputeError: "row {i} holds a null token")))
+                .collect(),
+            None => Err(polars_err!(ComputeError: "row {i} is null")),
+        })
+        .collect()
 }
 
 /// blake3 of a file's bytes, hex.

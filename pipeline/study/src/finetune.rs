@@ -89,7 +89,7 @@ impl PairTable {
             .column("pcfg")
             .and_then(|c| Ok(c.u8()?.into_no_null_iter().collect()))
             .map_err(|e| err(format!("column `pcfg`: {e}")))?;
-        let unsafe_ops = crate::analysis::corpus::token_lists(&df, "unsafe_ops")
+        let unsafe_ops = crate::artifacts::token_lists(&df, "unsafe_ops")
             .map_err(|e| err(format!("column `unsafe_ops`: {e}")))?;
         let subset = (0..df.height())
             .map(|i| unsafe_subset(pcfg[i], &unsafe_ops[i], unsafe_ops_is_unsafe[i]))
@@ -104,7 +104,7 @@ impl PairTable {
             .map_err(|e| err(format!("column `sample_id`: {e}")))?;
         let mut window = None;
         let mut column = |name: String| -> Result<Vec<Token>, ArtifactError> {
-            let lists = crate::analysis::corpus::token_lists(&df, &name)
+            let lists = crate::artifacts::token_lists(&df, &name)
                 .map_err(|e| err(format!("column `{name}`: {e}")))?;
             let mut flat = Vec::new();
             for (i, row) in lists.into_iter().enumerate() {

@@ -14,7 +14,9 @@ pub mod figures;
 pub mod finetune;
 pub mod grammar;
 pub mod mechanism;
+mod names;
 pub mod probe;
+pub mod series;
 pub mod spectra;
 pub mod training;
 

@@ -16,7 +16,9 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{self, ArtifactError, TableSchema};
+pub use crate::config::probe::{Hook, Pool};
 use crate::mechanism::Matrix;
+use crate::names::named_enum;
 
 /// Version of the activation tables' schema.
 pub const ACTIVATIONS_SCHEMA_VERSION: u32 = 1;
@@ -50,65 +52,6 @@ pub fn parse_interpolated(name: &str) -> Result<(&str, f64), String> {
         .map_err(|_| format!("`{name}`: α `{alpha}` is not a number"))?;
     Ok((variant, alpha))
 }
-
-macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($(#[$vm])* $v),+ }
-        impl $name {
-            /// Every value, in order.
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
-            /// The table and config name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                    format!("unknown {} `{s}`; expected one of {}", stringify!($name), names.join(", "))
-                })
-            }
-        }
-    };
-}
-
-named_enum!(
-    /// A tensor of each block (analysis_spec §0; `u = ln_1(x)`, `a = u + attn(u)`).
-    Hook {
-        /// `a`, the MLP's input.
-        MlpIn => "mlp_in",
-        /// `c_fc(a)`, before GELU.
-        MlpPre => "mlp_pre",
-        /// `gelu(c_fc(a))`, the input of `c_proj` (Fig. 3 reads it).
-        MlpPost => "mlp_post",
-        /// `c_proj(gelu(c_fc(a)))`.
-        MlpOut => "mlp_out",
-        /// The block's output `a + mlp_out`.
-        BlockOut => "block_out",
-    }
-);
-
-named_enum!(
-    /// Which positions of a row a stored vector summarises.
-    Pool {
-        /// The EOT position s (it predicts the first output token; Fig. 5, §3.2).
-        Eot => "eot",
-        /// The mean over s, s+1, …: EOT and the first teacher-forced letters of the first
-        /// output, at most `output_positions` and never past the first output (Fig. 3 uses 10
-        /// positions, §1.2, where spans are ≥ 25 long).
-        Output => "output",
-    }
-);
 
 named_enum!(
     /// Which prompt of a row was fed.

@@ -66,8 +66,7 @@ pub struct Inputs<'a> {
     pub interpolation_behaviour: &'a [BehaviourRow],
 }
 
-/// The standard sets: the test points of Fig. 3 and Fig. 5.
-pub const STD_SETS: [&str; 2] = ["std_safe", "std_unsafe"];
+pub use crate::config::spectra::STD_SETS;
 
 /// τ of one group of test points at one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -360,31 +359,6 @@ pub struct SpectraError {
     pub what: String,
     /// The cause.
     pub message: String,
-}
-
-/// The sources that decide the spectra stage's outputs (the analyses, their tables and inputs),
-/// compiled in: editing one changes this fingerprint and so re-runs the stage.
-const SOURCES: [&str; 15] = [
-    include_str!("spectra.rs"),
-    include_str!("spectra/stage.rs"),
-    include_str!("probe.rs"),
-    include_str!("config/spectra.rs"),
-    include_str!("mechanism.rs"),
-    include_str!("mechanism/alignment.rs"),
-    include_str!("mechanism/alignment/column.rs"),
-    include_str!("mechanism/alignment/row.rs"),
-    include_str!("mechanism/clusters.rs"),
-    include_str!("mechanism/controls.rs"),
-    include_str!("mechanism/direction.rs"),
-    include_str!("mechanism/linalg.rs"),
-    include_str!("mechanism/lipschitz.rs"),
-    include_str!("mechanism/matrix.rs"),
-    include_str!("mechanism/spectra.rs"),
-];
-
-/// The fingerprint of the analysis code ([`crate::artifacts::source_fingerprint`]).
-pub fn code_fingerprint() -> String {
-    crate::artifacts::source_fingerprint(&SOURCES)
 }
 
 fn ctx<T, E: std::fmt::Display>(

@@ -109,7 +109,7 @@ pub fn read_tokens(
             .collect::<Result<_, _>>()?,
         Err(_) => vec![SampleType::Full; lens.len()],
     };
-    let lists = crate::analysis::corpus::token_lists(&df, column)
+    let lists = crate::artifacts::token_lists(&df, column)
         .map_err(|e| err(format!("column `{column}`: {e}")))?;
     let window = lists.first().map_or(0, Vec::len);
     let mut tokens = Vec::with_capacity(lists.len() * window);

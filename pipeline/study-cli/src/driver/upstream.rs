@@ -6,12 +6,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use study::Catalog;
 use study::artifacts::{FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage};
+use study::config::evaluate::SETS;
 use study::config::finetune::Method;
 use study::corpus::CorpusSet;
-use study::evaluation;
 use study::grammar::vocab::Vocab;
-use study_model::behaviour::ModelId;
 use study_model::gpt::{Gpt, GptConfig, Params};
+use study_model::model_id::ModelId;
 
 /// The config recorded in `stage`'s manifest (made by `make <stage>`).
 pub fn upstream_config<C: serde::de::DeserializeOwned>(
@@ -189,12 +189,7 @@ pub fn eval_set(name: &str) -> Result<CorpusSet> {
     CorpusSet::ALL
         .into_iter()
         .find(|s| s.name() == full)
-        .with_context(|| {
-            format!(
-                "unknown evaluation set `{name}`; sets: {}",
-                evaluation::SETS.join(", ")
-            )
-        })
+        .with_context(|| format!("unknown evaluation set `{name}`; sets: {}", SETS.join(", ")))
 }
 
 /// The IT model's files and what they say.

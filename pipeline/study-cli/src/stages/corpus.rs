@@ -21,7 +21,7 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
     let manifest_path = catalog.manifest(Stage::Corpus);
     let plan = crate::driver::Plan {
         version: STAGE_VERSION,
-        fingerprint: &study::corpus::code_fingerprint(),
+        fingerprint: crate::code::fingerprint("corpus"),
         config_hash: &resolved.hash,
         inputs: &[],
     };
@@ -47,7 +47,7 @@ pub fn run(args: &StageArgs, rt: &Runtime) -> Result<()> {
         written.timings.into_iter().collect(),
     )?;
     let mut manifest = manifest;
-    manifest.code.fingerprint = study::corpus::code_fingerprint();
+    manifest.code.fingerprint = crate::code::fingerprint("corpus").to_owned();
     let dir = out
         .commit(&manifest)
         .context("finishing the corpus stage folder")?;

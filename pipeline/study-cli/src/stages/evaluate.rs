@@ -36,19 +36,9 @@ pub struct EvaluateArgs {
     pub variants: Vec<String>,
 }
 
-/// The code that decides the stage's outputs.
+/// The code that decides the stage's outputs (`src/code_tree.rs`, computed by `build.rs`).
 pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&[
-        &study_model::code_fingerprint(),
-        include_str!("evaluate.rs"),
-        include_str!("../../../study-model/src/evaluate.rs"),
-        include_str!("../../../study-model/src/attack.rs"),
-        include_str!("../../../study-model/src/behaviour.rs"),
-        include_str!("../../../study/src/evaluation/mod.rs"),
-        include_str!("../../../study/src/evaluation/scoring.rs"),
-        include_str!("../../../study/src/finetune.rs"),
-        include_str!("../../../study/src/config/evaluate.rs"),
-    ])
+    crate::code::fingerprint("evaluate").to_owned()
 }
 
 /// Run the stage.

@@ -32,16 +32,9 @@ pub struct FinetuneArgs {
     pub variant: String,
 }
 
-/// The code that decides the stage's outputs.
+/// The code that decides the stage's outputs (`src/code_tree.rs`, computed by `build.rs`).
 pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&[
-        &study_model::code_fingerprint(),
-        include_str!("finetune.rs"),
-        include_str!("../../../study-model/src/finetune.rs"),
-        include_str!("../../../study-model/src/objectives.rs"),
-        include_str!("../../../study/src/finetune.rs"),
-        include_str!("../../../study/src/config/finetune.rs"),
-    ])
+    crate::code::fingerprint("finetune").to_owned()
 }
 
 /// Run the stage.

@@ -33,13 +33,9 @@ pub struct PretrainArgs {
     pub stop_after: Option<usize>,
 }
 
-/// The code that decides the stage's outputs.
+/// The code that decides the stage's outputs (`src/code_tree.rs`, computed by `build.rs`).
 pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&[
-        &study_model::code_fingerprint(),
-        include_str!("../../../study-model/src/pretrain.rs"),
-        include_str!("pretrain.rs"),
-    ])
+    crate::code::fingerprint("pretrain").to_owned()
 }
 
 /// Run the stage.

@@ -36,19 +36,9 @@ pub struct ProbeArgs {
     pub variants: Vec<String>,
 }
 
-/// The code that decides the stage's outputs.
+/// The code that decides the stage's outputs (`src/code_tree.rs`, computed by `build.rs`).
 pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&[
-        &study_model::code_fingerprint(),
-        include_str!("probe.rs"),
-        include_str!("../../../study-model/src/probing.rs"),
-        include_str!("../../../study-model/src/probe.rs"),
-        include_str!("../../../study-model/src/attack.rs"),
-        include_str!("../../../study-model/src/behaviour.rs"),
-        include_str!("../../../study/src/evaluation/scoring.rs"),
-        include_str!("../../../study/src/probe.rs"),
-        include_str!("../../../study/src/config/probe.rs"),
-    ])
+    crate::code::fingerprint("probe").to_owned()
 }
 
 /// Run the stage.

@@ -36,12 +36,9 @@ pub struct SpectraArgs {
     pub variants: Vec<String>,
 }
 
-/// The code that decides the stage's outputs.
+/// The code that decides the stage's outputs (`src/code_tree.rs`, computed by `build.rs`).
 pub fn code_fingerprint() -> String {
-    study::artifacts::source_fingerprint(&[
-        &study::spectra::code_fingerprint(),
-        include_str!("spectra.rs"),
-    ])
+    crate::code::fingerprint("spectra").to_owned()
 }
 
 /// Run the stage.

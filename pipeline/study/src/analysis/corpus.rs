@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 use serde::Serialize;
 
+pub use crate::artifacts::token_lists;
 use crate::artifacts::{ArtifactError, Catalog};
 use crate::corpus::{self, CorpusSet, SetKind};
 use crate::grammar::vocab;
@@ -37,23 +38,6 @@ fn bool_values(df: &DataFrame, name: &str) -> PolarsResult<Vec<bool>> {
         .iter()
         .enumerate()
         .map(|(i, v)| crate::training::present(v, name, i))
-        .collect()
-}
-
-/// The rows of a `list<u8>` column.
-pub fn token_lists(df: &DataFrame, name: &str) -> PolarsResult<Vec<Vec<u8>>> {
-    let list = df.column(name)?.list()?;
-    list.amortized_iter()
-        .enumerate()
-        .map(|(i, s)| match s {
-            Some(s) => s
-                .as_ref()
-                .u8()?
-                .iter()
-                .map(|v| v.ok_or_else(|| polars_err!(ComputeError: "row {i} holds a null token")))
-                .collect(),
-            None => Err(polars_err!(ComputeError: "row {i} is null")),
-        })
         .collect()
 }
 

@@ -18,14 +18,7 @@ pub fn read_metrics(catalog: &Catalog, stage: Stage) -> Result<DataFrame, Artifa
     )
 }
 
-/// One curve: a label and its (step, value) points in step order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Curve {
-    /// Legend label, e.g. `test full em_s1`.
-    pub label: String,
-    /// Points.
-    pub points: Vec<(f64, f64)>,
-}
+pub use crate::series::Curve;
 
 /// The series of the training figure.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{FieldError, StageConfig};
 
+/// The evaluation sets, in Table 1 order (names without the corpus's `eval_` prefix).
+pub const SETS: [&str; 6] = [
+    "std_safe",
+    "std_unsafe",
+    "jb_co_task",
+    "jb_co_text",
+    "jb_misgen_tokens",
+    "jb_misgen_text",
+];
+
 /// Which threat model the attack uses (analysis_spec §5.2 vs §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

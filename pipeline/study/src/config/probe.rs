@@ -2,11 +2,43 @@
 //! which rows are stored for the mechanistic analyses, and the Lipschitz proxy's rows
 //! (reference/analysis_spec.md §1–§5).
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
+use super::evaluate::SETS;
+use super::spectra::STD_SETS;
 use super::{FieldError, StageConfig};
-use crate::evaluation::SETS;
-use crate::probe::{Hook, Pool};
+use crate::names::named_enum;
+
+named_enum!(
+    /// A tensor of each block (analysis_spec §0; `u = ln_1(x)`, `a = u + attn(u)`).
+    Hook {
+        /// `a`, the MLP's input.
+        MlpIn => "mlp_in",
+        /// `c_fc(a)`, before GELU.
+        MlpPre => "mlp_pre",
+        /// `gelu(c_fc(a))`, the input of `c_proj` (Fig. 3 reads it).
+        MlpPost => "mlp_post",
+        /// `c_proj(gelu(c_fc(a)))`.
+        MlpOut => "mlp_out",
+        /// The block's output `a + mlp_out`.
+        BlockOut => "block_out",
+    }
+);
+
+named_enum!(
+    /// Which positions of a row a stored vector summarises.
+    Pool {
+        /// The EOT position s (it predicts the first output token; Fig. 5, §3.2).
+        Eot => "eot",
+        /// The mean over s, s+1, …: EOT and the first teacher-forced letters of the first
+        /// output, at most `output_positions` and never past the first output (Fig. 3 uses 10
+        /// positions, §1.2, where spans are ≥ 25 long).
+        Output => "output",
+    }
+);
 
 /// The dump Fig. 3's τ reads (analysis_spec §1.2): the post-GELU activation over EOT and the
 /// first output letters.
@@ -153,7 +185,7 @@ impl StageConfig for ProbeConfig {
                     "the interpolation's τ reads `{hook: mlp_post, pool: output}`; add it to `dumps`",
                 ));
             }
-            for s in crate::spectra::STD_SETS {
+            for s in STD_SETS {
                 if !self.reference_sets.iter().any(|r| r == s) {
                     return Err(FieldError::new(
                         "reference_sets",

@@ -407,26 +407,6 @@ pub fn read_set(catalog: &artifacts::Catalog, set: CorpusSet) -> Result<DataFram
     artifacts::read_parquet(&catalog.corpus_set(set), &schema(set))
 }
 
-/// The sources that decide the corpus, compiled in: editing a grammar, an operator table or the
-/// corpus config changes this fingerprint and so re-runs the stage.
-const SOURCES: [&str; 10] = [
-    include_str!("mod.rs"),
-    include_str!("rows.rs"),
-    include_str!("sets.rs"),
-    include_str!("../grammar/mod.rs"),
-    include_str!("../grammar/layout.rs"),
-    include_str!("../grammar/operators.rs"),
-    include_str!("../grammar/pcfg.rs"),
-    include_str!("../grammar/vocab.rs"),
-    include_str!("../config/corpus.rs"),
-    include_str!("../artifacts.rs"),
-];
-
-/// The fingerprint of the corpus code ([`crate::artifacts::source_fingerprint`]).
-pub fn code_fingerprint() -> String {
-    artifacts::source_fingerprint(&SOURCES)
-}
-
 /// Number of operator slots, re-exported for table consumers.
 pub const OPS_PER_ROW: usize = NUM_OPS;
 

@@ -13,15 +13,7 @@ pub mod scoring;
 
 pub use scoring::{Decoding, Metric, Score, Subset};
 
-/// The evaluation sets, in Table 1 order (names without the corpus's `eval_` prefix).
-pub const SETS: [&str; 6] = [
-    "std_safe",
-    "std_unsafe",
-    "jb_co_task",
-    "jb_co_text",
-    "jb_misgen_tokens",
-    "jb_misgen_text",
-];
+pub use crate::config::evaluate::SETS;
 
 /// The jailbreak sets.
 pub const JAILBREAKS: [&str; 4] = [
@@ -539,7 +531,7 @@ pub struct Table1 {
     /// `values[model][column]`, fractions; `None` where not measured.
     pub values: Vec<Vec<Option<f64>>>,
     /// Soft-token attack success vs budget factor, one curve per fine-tuned model.
-    pub attack: Vec<crate::analysis::training::Curve>,
+    pub attack: Vec<crate::series::Curve>,
 }
 
 /// The columns of Table 1: instruction following on safe inputs, refusal on unsafe ones, and
@@ -582,7 +574,7 @@ pub fn table1(rows: &[BehaviourRow], attack: &BTreeMap<(String, u64), (f64, usiz
             curves.get(m.as_str()).map(|pts| {
                 let mut points = pts.clone();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                crate::analysis::training::Curve {
+                crate::series::Curve {
                     label: m.clone(),
                     points,
                 }
