@@ -319,6 +319,99 @@ pub struct Trace {
     pub layers: Vec<LayerTrace>,
 }
 
+/// The MLP of one block (the official `MLP`): `c_proj(gelu(c_fc(a)))`, with the parameters
+/// `c_fc.*` and `c_proj.*` directly under the block (the official names).
+struct Mlp<'a> {
+    c_fc: (&'a Tensor, &'a Tensor),
+    c_proj: (&'a Tensor, &'a Tensor),
+    gelu: Gelu,
+}
+
+impl Mlp<'_> {
+    /// `(c_fc(a), gelu(c_fc(a)), c_proj(gelu(c_fc(a))))`: the pre-activation, the
+    /// post-activation and the output, all three kept for the probes.
+    fn forward(&self, a: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let pre = linear(a, self.c_fc.0, Some(self.c_fc.1))?;
+        let post = crate::ops::gelu(&pre, self.gelu)?; // tanh approximation, fused on the CPU
+        let out = linear(&post, self.c_proj.0, Some(self.c_proj.1))?;
+        Ok((pre, post, out))
+    }
+}
+
+/// Causal multi-head self-attention of one block (the official `CausalSelfAttention`):
+/// `attn.c_attn` projects to q, k, v; `attn.c_proj` mixes the heads.
+struct CausalSelfAttention<'a> {
+    c_attn: (&'a Tensor, &'a Tensor),
+    c_proj: (&'a Tensor, &'a Tensor),
+    n_head: usize,
+}
+
+impl CausalSelfAttention<'_> {
+    /// Attention over `u` (B, T, d) with the additive causal `mask` (T, T).
+    fn forward(&self, u: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (bsz, t, d) = u.dims3()?;
+        let (nh, hs) = (self.n_head, d / self.n_head);
+        let qkv = linear(u, self.c_attn.0, Some(self.c_attn.1))?;
+        let heads = |k: usize| -> Result<Tensor> {
+            qkv.narrow(2, k * d, d)?
+                .reshape((bsz, t, nh, hs))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let scale = 1.0 / (hs as f64).sqrt();
+        let att = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, mask)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
+        linear(&y, self.c_proj.0, Some(self.c_proj.1))
+    }
+}
+
+/// One transformer block (the official `Block`), parameters `transformer.h.<l>.*`. As in the
+/// official model, the attention's residual adds to `ln_1(x)`, not to `x`, and the MLP reads
+/// that sum without a second LayerNorm: `a = ln_1(x) + attn(ln_1(x))`, output `a + mlp(a)`.
+struct Block<'a> {
+    ln_1: (&'a Tensor, &'a Tensor),
+    attn: CausalSelfAttention<'a>,
+    mlp: Mlp<'a>,
+}
+
+impl<'a> Block<'a> {
+    /// Block `l` of `gpt`'s parameters.
+    fn of(gpt: &'a Gpt, l: usize) -> Result<Self> {
+        let p = |s: &str| gpt.p(&format!("transformer.h.{l}.{s}"));
+        Ok(Self {
+            ln_1: (p("ln_1.weight")?, p("ln_1.bias")?),
+            attn: CausalSelfAttention {
+                c_attn: (p("attn.c_attn.weight")?, p("attn.c_attn.bias")?),
+                c_proj: (p("attn.c_proj.weight")?, p("attn.c_proj.bias")?),
+                n_head: gpt.cfg.n_head,
+            },
+            mlp: Mlp {
+                c_fc: (p("c_fc.weight")?, p("c_fc.bias")?),
+                c_proj: (p("c_proj.weight")?, p("c_proj.bias")?),
+                gelu: gpt.cfg.gelu,
+            },
+        })
+    }
+
+    /// The block on `x` (B, T, d), with every tensor the probes read; `block_out` is the next
+    /// block's input.
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<LayerTrace> {
+        let u = layer_norm(x, self.ln_1.0, self.ln_1.1, LN_EPS)?;
+        let y = self.attn.forward(&u, mask)?;
+        let a = (u + y)?;
+        let (pre, post, out) = self.mlp.forward(&a)?;
+        let block_out = (&a + &out)?;
+        Ok(LayerTrace {
+            mlp_in: a,
+            mlp_pre: pre,
+            mlp_post: post,
+            mlp_out: out,
+            block_out,
+        })
+    }
+}
+
 /// The model: parameters plus the constant position table and causal mask.
 #[derive(Debug, Clone)]
 pub struct Gpt {
@@ -379,44 +472,20 @@ impl Gpt {
     /// Logits for token embeddings `tok` (B, T, d) given directly (the official `emb_in`
     /// attack path: soft tokens are embeddings, and the positional table is still added).
     pub fn forward_embeds(&self, tok: &Tensor, mut trace: Option<&mut Trace>) -> Result<Tensor> {
-        let (bsz, t, _) = tok.dims3()?;
+        let (_, t, _) = tok.dims3()?;
         if t > self.cfg.block_size {
             candle_core::bail!(
                 "sequence of {t} tokens is longer than block_size {}",
                 self.cfg.block_size
             );
         }
-        let (d, nh, hs) = (self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim());
         let mut x = tok.broadcast_add(&self.pe.narrow(0, 0, t)?)?;
         let mask = self.causal.narrow(0, 0, t)?.narrow(1, 0, t)?;
-        let scale = 1.0 / (hs as f64).sqrt();
         for l in 0..self.cfg.n_layer {
-            let p = |s: &str| self.p(&format!("transformer.h.{l}.{s}"));
-            let u = layer_norm(&x, p("ln_1.weight")?, p("ln_1.bias")?, LN_EPS)?;
-            let qkv = linear(&u, p("attn.c_attn.weight")?, Some(p("attn.c_attn.bias")?))?;
-            let heads = |k: usize| -> Result<Tensor> {
-                qkv.narrow(2, k * d, d)?
-                    .reshape((bsz, t, nh, hs))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-            let att = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, &mask)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
-            let y = linear(&y, p("attn.c_proj.weight")?, Some(p("attn.c_proj.bias")?))?;
-            let a = (u + y)?;
-            let pre = linear(&a, p("c_fc.weight")?, Some(p("c_fc.bias")?))?;
-            let post = crate::ops::gelu(&pre, self.cfg.gelu)?; // tanh approximation, fused on the CPU
-            let out = linear(&post, p("c_proj.weight")?, Some(p("c_proj.bias")?))?;
-            x = (&a + &out)?;
+            let layer = Block::of(self, l)?.forward(&x, &mask)?;
+            x = layer.block_out.clone();
             if let Some(tr) = trace.as_deref_mut() {
-                tr.layers.push(LayerTrace {
-                    mlp_in: a,
-                    mlp_pre: pre,
-                    mlp_post: post,
-                    mlp_out: out,
-                    block_out: x.clone(),
-                });
+                tr.layers.push(layer);
             }
         }
         let h = layer_norm(
