@@ -14,7 +14,6 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 use study::artifacts::{self, ArtifactError, FileRecord, SUMMARY_FILE, StageDir};
 use study::config::EvaluateConfig;
-use study::config::evaluate::AttackModeConfig;
 use study::corpus::{CorpusSet, Variant};
 use study::evaluation::{
     self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, Check,
@@ -231,10 +230,6 @@ fn run_attacks(
             text_len: usize::from(table.text_len[i]),
         })
         .collect();
-    let mode = match a.mode {
-        AttackModeConfig::Intended => AttackMode::Intended,
-        AttackModeConfig::Literal => AttackMode::Literal,
-    };
     let placement = Placement::from_config(a);
     let placement_name = match a.perturbed() {
         None => "insert".to_owned(),
@@ -289,7 +284,7 @@ fn run_attacks(
                 out.push(AdvRow {
                     model: m.id.name.clone(),
                     method: m.id.method.clone(),
-                    mode: match mode {
+                    mode: match spec.mode {
                         AttackMode::Intended => "intended",
                         AttackMode::Literal => "literal",
                     },
