@@ -187,12 +187,17 @@ pub fn round_sig(x: f64, digits: i32) -> f64 {
 }
 
 fn string_counts(df: &DataFrame, name: &str) -> PolarsResult<BTreeMap<String, usize>> {
-    Ok(
-        counts(df.column(name)?.str()?.iter().map(|v| v.unwrap_or("")))
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+    Ok(counts(
+        df.column(name)?
+            .str()?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| crate::training::present(v, name, i))
+            .collect::<PolarsResult<Vec<_>>>()?,
     )
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect())
 }
 
 /// Summarise one set's table.
@@ -264,5 +269,18 @@ mod tests {
         assert_eq!(round_sig(123456.0, 4), 123500.0);
         assert_eq!(round_sig(0.0, 4), 0.0);
         assert_eq!(round_sig(-0.33333, 2), -0.33);
+    }
+
+    #[test]
+    fn a_null_string_is_an_error_naming_column_and_row() {
+        let df = df!("branch" => [Some("safe"), None, Some("unsafe")]).expect("frame");
+        let e = string_counts(&df, "branch").expect_err("null").to_string();
+        assert!(e.contains("column `branch` is null at row 1"), "{e}");
+        let ok = df!("branch" => ["safe", "unsafe", "safe"]).expect("frame");
+        let counts = string_counts(&ok, "branch").expect("counts");
+        assert_eq!(
+            counts,
+            BTreeMap::from([("safe".to_owned(), 2), ("unsafe".to_owned(), 1)])
+        );
     }
 }

@@ -29,13 +29,14 @@ where
     Ok(())
 }
 
+/// A string column; a null is an error naming the column and row.
 fn str_col<'a>(df: &'a DataFrame, name: &str) -> Result<Vec<&'a str>, PolarsError> {
-    Ok(df
-        .column(name)?
+    df.column(name)?
         .str()?
         .iter()
-        .map(|v| v.unwrap_or(""))
-        .collect())
+        .enumerate()
+        .map(|(i, v)| crate::training::present(v, name, i))
+        .collect()
 }
 
 fn f64_col(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, PolarsError> {
