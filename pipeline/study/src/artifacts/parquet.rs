@@ -65,10 +65,16 @@ pub fn write_parquet(
         message,
         target: schema.target.to_owned(),
     })?;
-    let mut kv = vec![
+    // The footer's Arrow schema at the oldest compat level: strings as `large_string`, which
+    // every Arrow reader knows, not polars' default `string_view` (pyarrow < 16, older pandas
+    // and DuckDB cannot read it). The data pages are the same either way.
+    let arrow_schema = df.schema().to_arrow(CompatLevel::oldest());
+    let arrow = polars_parquet::write::schema_to_metadata_key(&arrow_schema);
+    let mut kv: Vec<(String, String)> = arrow.value.map(|v| (arrow.key, v)).into_iter().collect();
+    kv.extend([
         (META_TABLE.to_owned(), schema.table.to_owned()),
         (META_SCHEMA_VERSION.to_owned(), schema.version.to_string()),
-    ];
+    ]);
     kv.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
     let file = File::create(path).map_err(|source| ArtifactError::Write {
         path: path.to_owned(),
@@ -175,4 +181,36 @@ pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use polars_parquet::write::schema_to_metadata_key;
+
+    use super::*;
+
+    #[test]
+    fn strings_are_written_as_large_string_for_every_arrow_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.parquet");
+        let mut df = df!("name" => ["a", "b"], "n" => [1u32, 2]).expect("frame");
+        let schema = TableSchema {
+            table: "t",
+            version: 1,
+            columns: vec![("name", DataType::String), ("n", DataType::UInt32)],
+            target: "test",
+        };
+        write_parquet(&mut df, &path, &schema, &[]).expect("write");
+        // The footer holds the oldest-compat Arrow schema (`large_string`), not polars' own
+        // (`string_view`); polars' reader maps both to its strings, so the check is on the bytes.
+        let kv = parquet_metadata(&path, "test").expect("kv");
+        let footer = kv.get("ARROW:schema").expect("an Arrow schema");
+        let at = |level| schema_to_metadata_key(&df.schema().to_arrow(level)).value;
+        assert_eq!(Some(footer.clone()), at(CompatLevel::oldest()));
+        assert_ne!(at(CompatLevel::oldest()), at(CompatLevel::newest()));
+        // Our own reader still sees polars strings, and the table's metadata is kept.
+        let back = read_parquet(&path, &schema).expect("read back");
+        assert!(back.equals(&df));
+        assert_eq!(kv.get(META_TABLE).map(String::as_str), Some("t"));
+    }
 }
