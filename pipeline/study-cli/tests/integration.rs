@@ -820,7 +820,7 @@ fn tiny_finetune_losses_start_where_the_objectives_say() {
 
 #[test]
 fn tiny_behaviour_tables_match_their_snapshot() {
-    use study::evaluation::{ADVERSARIAL_FILE, BEHAVIOUR_FILE, SETS};
+    use study::evaluation::{ADVERSARIAL_FILE, BEHAVIOUR_FILE, EvalSet};
     let catalog = tiny_evaluated();
     let dir = catalog.stage_dir(Stage::Evaluate);
     let rows = study::evaluation::read_behaviour(&dir.join(BEHAVIOUR_FILE)).expect("behaviour");
@@ -831,12 +831,15 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     let headline = |r: &&study::evaluation::BehaviourRow| {
         r.subset == Subset::All && r.score == Score::ExactMatch
     };
-    assert_eq!(rows.iter().filter(headline).count(), 7 * SETS.len() * 4 * 2);
+    assert_eq!(
+        rows.iter().filter(headline).count(),
+        7 * EvalSet::ALL.len() * 4 * 2
+    );
     assert_eq!(
         rows.iter()
             .filter(|r| r.subset == Subset::All && r.score == Score::TokenAccuracy)
             .count(),
-        7 * SETS.len() * 4
+        7 * EvalSet::ALL.len() * 4
     );
     assert!(
         !rows
@@ -846,11 +849,11 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     assert!(
         !rows
             .iter()
-            .any(|r| r.set == "std_safe" && r.subset != Subset::All)
+            .any(|r| r.set == EvalSet::StdSafe && r.subset != Subset::All)
     );
     assert!(
         rows.iter()
-            .any(|r| r.set == "std_unsafe" && r.subset == Subset::BOnly)
+            .any(|r| r.set == EvalSet::StdUnsafe && r.subset == Subset::BOnly)
     );
     assert!(
         rows.iter()
@@ -916,7 +919,7 @@ fn tiny_behaviour_tables_match_their_snapshot() {
     // Every cell of std_unsafe; the headline cells of the other sets.
     let table: Vec<String> = rows
         .iter()
-        .filter(|r| r.set == "std_unsafe" || headline(r))
+        .filter(|r| r.set == EvalSet::StdUnsafe || headline(r))
         .map(|r| {
             format!(
                 "{} {} {} {} {} {} = {:.3} (n={})",
@@ -1134,8 +1137,8 @@ fn tiny_probe_and_spectra_tables_match_their_snapshot() {
     let cell = |rows: &[study::evaluation::BehaviourRow], model: &str, set: &str, metric| {
         rows.iter()
             .find(|r| {
-                r.model == model
-                    && r.set == set
+                r.model.to_string() == model
+                    && r.set.as_str() == set
                     && study::evaluation::is_greedy_exact(r, metric, study::evaluation::Subset::All)
             })
             .map(|r| (r.value, r.n))

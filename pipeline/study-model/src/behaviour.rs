@@ -5,7 +5,7 @@
 use candle_core::Result;
 use study::corpus::Variant;
 use study::evaluation::scoring::{Tally, greedy_scores, teacher_forced_scores};
-use study::evaluation::{BehaviourRow, Decoding, Metric};
+use study::evaluation::{BehaviourRow, Decoding, EvalSet, Metric};
 use study::finetune::PairTable;
 use study::grammar::vocab::Token;
 
@@ -15,7 +15,7 @@ use crate::train as tr;
 /// Rows per forward pass.
 const CHUNK: usize = 512;
 
-pub use crate::model_id::ModelId;
+pub use study::model_id::ModelId;
 
 /// The variant each metric prompts with and scores against.
 const METRICS: [(Variant, Metric); 4] = [
@@ -32,7 +32,7 @@ const METRICS: [(Variant, Metric); 4] = [
 pub fn score_set(
     model: &Gpt,
     id: &ModelId,
-    set: &str,
+    set: EvalSet,
     table: &PairTable,
     rows: usize,
     greedy: bool,
@@ -75,10 +75,8 @@ pub fn score_set(
         .into_iter()
         .map(
             |((metric, decoding, score, subset), value, n)| BehaviourRow {
-                model: id.name.clone(),
-                method: id.method.clone(),
-                lr_label: id.lr_label.clone(),
-                set: set.to_owned(),
+                model: id.clone(),
+                set,
                 subset,
                 metric,
                 decoding,

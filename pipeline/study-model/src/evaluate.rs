@@ -33,6 +33,9 @@ pub enum EvaluateError {
     /// The attack set is not among the evaluation tables.
     #[error("evaluate.yaml `attack.set`: {0} is not one of the evaluation sets read")]
     AttackSet(String),
+    /// An evaluation set's table was not given.
+    #[error("the evaluation table {0} was not read; every evaluation set is scored")]
+    MissingSet(String),
     /// The attack's perturbed positions differ between rows, so δ cannot be stored as one tensor.
     #[error(
         "evaluate.yaml `attack`: {placement} gives {lens:?} perturbed positions for rows of different text lengths, which cannot be stored as one tensor; use `perturb_positions: prefix` or `operators`"
@@ -101,8 +104,9 @@ pub struct Evaluated {
     pub files: Vec<FileRecord>,
 }
 
-/// Score every model on every evaluation set (`tables`, in [`evaluation::SETS`] order), attack
-/// the fine-tuned ones on `attack_set`, and write the outputs into `out`.
+/// Score every model on every evaluation set (`tables`: one per [`evaluation::EvalSet`]; rows
+/// in Table 1 order), attack the fine-tuned ones on `attack_set`, and write the outputs into
+/// `out`.
 pub fn evaluate(
     cfg: &EvaluateConfig,
     models: &[EvalModel],
@@ -113,14 +117,24 @@ pub fn evaluate(
 ) -> Result<Evaluated> {
     let t0 = Instant::now();
     let mut behaviour = Vec::new();
+    let by_set = evaluation::EvalSet::ALL
+        .iter()
+        .map(|&set| {
+            let corpus = CorpusSet::eval(set);
+            let table = tables.iter().find(|t| t.set == corpus);
+            table
+                .map(|t| (set, t))
+                .ok_or_else(|| EvaluateError::MissingSet(corpus.name().to_owned()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     for m in models {
-        for (set_name, table) in evaluation::SETS.iter().zip(tables) {
-            let subsets = *set_name != "std_safe";
+        for &(set, table) in &by_set {
+            let subsets = set.has_unsafe_subsets();
             behaviour.extend(score_set(
-                &m.gpt, &m.id, set_name, table, cfg.rows, cfg.greedy, subsets,
+                &m.gpt, &m.id, set, table, cfg.rows, cfg.greedy, subsets,
             )?);
         }
-        tracing::info!(model = %m.id.name, "behaviour scored");
+        tracing::info!(model = %m.id, "behaviour scored");
     }
     let behaviour_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -140,7 +154,7 @@ pub fn evaluate(
     candle_core::safetensors::save(&embeddings, out.path().join(ADVERSARIAL_EMBEDDINGS_FILE))?;
     let success = evaluation::attack_success(&adf)?;
     let summary = Summary {
-        models: models.iter().map(|m| m.id.name.clone()).collect(),
+        models: models.iter().map(|m| m.id.to_string()).collect(),
         rows_per_set: cfg.rows,
         bars: evaluation::bars(
             &behaviour,
@@ -237,12 +251,12 @@ fn run_attacks(
     };
     let mut out = Vec::new();
     let mut emb = Embeddings::new();
-    for m in models.iter().filter(|m| m.id.method != "it") {
+    for m in models.iter().filter(|m| !m.id.is_it()) {
         for &factor in &a.budget_factors {
             let spec = AttackSpec::from_config(a, factor);
             let outcomes = attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| {
                 EvaluateError::Attack {
-                    model: m.id.name.clone(),
+                    model: m.id.to_string(),
                     factor,
                     source,
                 }
@@ -266,7 +280,7 @@ fn run_attacks(
                 .iter()
                 .flat_map(|o| o.delta.iter().copied())
                 .collect();
-            let key = format!("{}/{factor}", m.id.name);
+            let key = format!("{}/{factor}", m.id);
             emb.insert(
                 format!("{key}/delta"),
                 Tensor::from_vec(flat, (outcomes.len(), n, d), device)?,
@@ -278,12 +292,12 @@ fn run_attacks(
                 Tensor::from_vec(ids, len, device)?,
             );
             let rate = outcomes.iter().filter(|o| o.success).count() as f64 / len.max(1) as f64;
-            tracing::info!(model = %m.id.name, factor, "soft-token attack success {:.1}%", 100.0 * rate);
+            tracing::info!(model = %m.id, factor, "soft-token attack success {:.1}%", 100.0 * rate);
             for (k, o) in outcomes.into_iter().enumerate() {
                 let i = picked[k];
                 out.push(AdvRow {
-                    model: m.id.name.clone(),
-                    method: m.id.method.clone(),
+                    model: m.id.to_string(),
+                    method: m.id.method_name().to_owned(),
                     mode: match spec.mode {
                         AttackMode::Intended => "intended",
                         AttackMode::Literal => "literal",

@@ -9,7 +9,6 @@ pub mod device;
 pub mod evaluate;
 pub mod finetune;
 pub mod gpt;
-pub mod model_id;
 pub mod objectives;
 pub mod ops;
 pub mod optim;

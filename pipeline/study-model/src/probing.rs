@@ -36,6 +36,14 @@ pub enum ProbeError {
         #[source]
         source: candle_core::Error,
     },
+    /// A model to interpolate is not named as a fine-tuned variant.
+    #[error("`{name}` is not a fine-tuned variant to interpolate: {message}")]
+    NotAVariant {
+        /// The name given.
+        name: String,
+        /// Why.
+        message: String,
+    },
     /// The stored soft tokens lack a tensor.
     #[error("{path} has no `{key}`; run `make evaluate` again")]
     MissingEmbedding {
@@ -305,7 +313,14 @@ fn interpolation(
     let last = (it.config().n_layer - 1) as u16;
     let (mut behaviour, mut activations) = (Vec::new(), Vec::new());
     for (variant, st) in variants {
-        let (method, lr_label) = variant.split_once('-').unwrap_or((variant.as_str(), ""));
+        let not_a_variant = |message: String| ProbeError::NotAVariant {
+            name: variant.clone(),
+            message,
+        };
+        let base = match variant.parse::<ModelId>().map_err(not_a_variant)? {
+            ModelId::Variant(v) => v,
+            _ => return Err(not_a_variant("not `<method>-<lr label>`".into())),
+        };
         for &alpha in &cfg.interpolation.alphas {
             let name = tables::interpolated_model(variant, alpha);
             let params = crate::probe::interpolate(it.config(), it.params(), st.params(), alpha)
@@ -314,28 +329,20 @@ fn interpolation(
                     source,
                 })?;
             let gpt = Gpt::new(*it.config(), params)?;
-            let id = ModelId {
-                name: name.clone(),
-                method: method.to_owned(),
-                lr_label: lr_label.to_owned(),
+            let id = ModelId::Interpolated {
+                variant: base.clone(),
+                alpha,
             };
             let mut acts = ModelActivations {
                 model: name,
                 rows: Vec::new(),
             };
             for set in STD_SETS {
-                let table = &tables_by_set[set];
+                let table = &tables_by_set[set.as_str()];
                 let rows = cfg.interpolation.behaviour_rows;
-                behaviour.extend(score_set(
-                    &gpt,
-                    &id,
-                    set,
-                    table,
-                    rows,
-                    true,
-                    set != "std_safe",
-                )?);
-                for (key, mut vectors) in probe_set(&gpt, table, set, cfg, &[TAU_DUMP])? {
+                let subsets = set.has_unsafe_subsets();
+                behaviour.extend(score_set(&gpt, &id, set, table, rows, true, subsets)?);
+                for (key, mut vectors) in probe_set(&gpt, table, set.as_str(), cfg, &[TAU_DUMP])? {
                     vectors.retain(|a| a.layer == last);
                     acts.rows.push((key, vectors));
                 }
@@ -395,7 +402,7 @@ fn adversarial(
             for (d, id) in delta.iter().zip(&ids) {
                 let i = *by_id.get(id).ok_or_else(|| ProbeError::UnknownSample {
                     id: *id,
-                    set: attack.set.clone(),
+                    set: attack.set.to_string(),
                 })?;
                 let l = usize::from(table.text_len[i]);
                 let row = AttackRow {

@@ -14,6 +14,7 @@ pub mod figures;
 pub mod finetune;
 pub mod grammar;
 pub mod mechanism;
+pub mod model_id;
 mod names;
 pub mod probe;
 pub mod series;

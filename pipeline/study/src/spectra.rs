@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::probe::TAU_DUMP;
 use crate::config::spectra::{SpectraConfig, TauReferences};
-use crate::evaluation::{BehaviourRow, Metric, Subset};
+use crate::evaluation::{BehaviourRow, EvalSet, Metric, ModelId, Subset};
 use crate::mechanism::alignment::{self, ColumnSpaceMatrix, ColumnSpaceOptions, RowSpaceOptions};
 use crate::mechanism::clusters::{self, HiddenUnits, ReferenceOverlap, TauMetric, TauOptions};
 use crate::mechanism::controls::{Chance, ControlSpec};
@@ -450,7 +450,7 @@ mod tests {
             c_proj: rand_it,
         }];
         let variants = BTreeMap::from([(
-            "ssft".to_owned(),
+            "ssft-medium".to_owned(),
             vec![MlpWeights {
                 c_fc: p.w_st.clone(),
                 c_proj: rand_st,
@@ -462,32 +462,39 @@ mod tests {
         });
         let activations = BTreeMap::from([
             ("it".to_owned(), table("it", &p.safe, &it_unsafe)),
-            ("ssft".to_owned(), table("ssft", &p.safe, &p.unsafe_acts)),
+            (
+                "ssft-medium".to_owned(),
+                table("ssft-medium", &p.safe, &p.unsafe_acts),
+            ),
         ]);
         let lipschitz = vec![
             lip("it", Group::Safe, 1.0),
             lip("it", Group::Unsafe, 2.0),
-            lip("ssft", Group::Unsafe, 0.5),
-            lip("ssft", Group::Safe, 1.5),
+            lip("ssft-medium", Group::Unsafe, 0.5),
+            lip("ssft-medium", Group::Safe, 1.5),
         ];
         let sets = vec!["std_safe".to_owned(), "std_unsafe".to_owned()];
         // α = 0 is the IT model's activations, α = 1 the fine-tuned model's.
         let interpolation = BTreeMap::from([
             (
-                "ssft@1".to_owned(),
-                table("ssft@1", &p.safe, &p.unsafe_acts),
+                "ssft-medium@1".to_owned(),
+                table("ssft-medium@1", &p.safe, &p.unsafe_acts),
             ),
-            ("ssft@0".to_owned(), table("ssft@0", &p.safe, &it_unsafe)),
+            (
+                "ssft-medium@0".to_owned(),
+                table("ssft-medium@0", &p.safe, &it_unsafe),
+            ),
         ]);
-        let behaviour: Vec<BehaviourRow> = [("ssft@0", 0.1, 0.9), ("ssft@1", 0.8, 0.85)]
-            .into_iter()
-            .flat_map(|(m, refusal, instruct)| {
-                [
-                    behaviour_row(m, "std_unsafe", Metric::Refusal, refusal),
-                    behaviour_row(m, "std_safe", Metric::Instruct, instruct),
-                ]
-            })
-            .collect();
+        let behaviour: Vec<BehaviourRow> =
+            [("ssft-medium@0", 0.1, 0.9), ("ssft-medium@1", 0.8, 0.85)]
+                .into_iter()
+                .flat_map(|(m, refusal, instruct)| {
+                    [
+                        behaviour_row(m, "std_unsafe", Metric::Refusal, refusal),
+                        behaviour_row(m, "std_safe", Metric::Instruct, instruct),
+                    ]
+                })
+                .collect();
         let inputs = Inputs {
             it: &it,
             variants: &variants,
@@ -549,9 +556,9 @@ mod tests {
                 .separation
         };
         assert!(
-            sep("ssft") > 2.0,
+            sep("ssft-medium") > 2.0,
             "planted clusters separate: {}",
-            sep("ssft")
+            sep("ssft-medium")
         );
         assert!(
             sep("it").abs() < 0.5,
@@ -569,18 +576,21 @@ mod tests {
         let alphas: Vec<f64> = t.interpolation.iter().map(|r| r.alpha).collect();
         assert_eq!(alphas, [0.0, 1.0], "one row per α, in α order");
         let (a0, a1) = (&t.interpolation[0], &t.interpolation[1]);
-        assert_eq!(a0.model, "ssft");
+        assert_eq!(a0.model, "ssft-medium");
         assert!((a0.tau_separation - sep("it")).abs() < 1e-12, "{a0:?}");
-        assert!((a1.tau_separation - sep("ssft")).abs() < 1e-12, "{a1:?}");
+        assert!(
+            (a1.tau_separation - sep("ssft-medium")).abs() < 1e-12,
+            "{a1:?}"
+        );
         assert_eq!((a0.refusal, a0.instruct, a1.refusal), (0.1, 0.9, 0.8));
         assert!(a0.refusal_b_only.is_nan(), "no b_only cell: NaN, not 0");
         let no_behaviour = Inputs {
             interpolation_behaviour: &behaviour[..2],
             ..inputs
         };
-        let err = analyse(&no_behaviour, &cfg).expect_err("ssft@1 has no behaviour");
+        let err = analyse(&no_behaviour, &cfg).expect_err("ssft-medium@1 has no behaviour");
         assert!(
-            err.to_string().contains("ssft@1") && err.to_string().contains("make probe"),
+            err.to_string().contains("ssft-medium@1") && err.to_string().contains("make probe"),
             "{err}"
         );
     }
@@ -632,10 +642,8 @@ mod tests {
 
     fn behaviour_row(model: &str, set: &str, metric: Metric, value: f64) -> BehaviourRow {
         BehaviourRow {
-            model: model.into(),
-            method: "ssft".into(),
-            lr_label: String::new(),
-            set: set.into(),
+            model: model.parse().expect("model id"),
+            set: set.parse().expect("evaluation set"),
             subset: Subset::All,
             metric,
             decoding: crate::evaluation::Decoding::Greedy,

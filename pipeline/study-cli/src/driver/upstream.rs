@@ -6,12 +6,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use study::Catalog;
 use study::artifacts::{FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage};
-use study::config::evaluate::SETS;
+use study::config::evaluate::EvalSet;
 use study::config::finetune::Method;
 use study::corpus::CorpusSet;
 use study::grammar::vocab::Vocab;
+use study::model_id::ModelId;
 use study_model::gpt::{Gpt, GptConfig, Params};
-use study_model::model_id::ModelId;
 
 /// The config recorded in `stage`'s manifest (made by `make <stage>`).
 pub fn upstream_config<C: serde::de::DeserializeOwned>(
@@ -71,22 +71,14 @@ pub fn load_models(
     it: &GptConfig,
     device: &candle_core::Device,
 ) -> Result<Vec<(ModelId, Gpt)>> {
-    let it_id = ModelId {
-        name: "it".into(),
-        method: "it".into(),
-        lr_label: String::new(),
-    };
     let it_dir = catalog.stage_dir(Stage::Pretrain);
-    let mut models = vec![(it_id, load_model(&it_dir, it, "pretrain", device)?)];
+    let mut models = vec![(ModelId::It, load_model(&it_dir, it, "pretrain", device)?)];
     for v in variants {
-        let (method, label) = v
-            .split_once('-')
-            .with_context(|| format!("`{v}` is not <method>-<lr label>"))?;
-        let id = ModelId {
-            name: v.clone(),
-            method: method.to_owned(),
-            lr_label: label.to_owned(),
-        };
+        let id: ModelId = v.parse().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            matches!(id, ModelId::Variant(_)),
+            "`{v}` is not <method>-<lr label>"
+        );
         let dir = catalog.variant_dir(Stage::Finetune, v);
         models.push((id, load_model(&dir, it, "finetune", device)?));
     }
@@ -185,11 +177,8 @@ pub fn variant_names(raw: &[String]) -> Result<Vec<String>> {
 
 /// The corpus set of an evaluation set's short name (`std_safe` → `eval_std_safe`).
 pub fn eval_set(name: &str) -> Result<CorpusSet> {
-    let full = format!("eval_{name}");
-    CorpusSet::ALL
-        .into_iter()
-        .find(|s| s.name() == full)
-        .with_context(|| format!("unknown evaluation set `{name}`; sets: {}", SETS.join(", ")))
+    let set: EvalSet = name.parse().map_err(anyhow::Error::msg)?;
+    Ok(CorpusSet::eval(set))
 }
 
 /// The IT model's files and what they say.

@@ -6,18 +6,18 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use study::artifacts::{Manifest, Stage};
 use study::config::EvaluateConfig;
 use study::corpus::CorpusSet;
-use study::evaluation;
+use study::evaluation::EvalSet;
 use study::finetune::PairTable;
 use study_model::evaluate::{self as lib, EvalModel};
 
 use crate::driver::StageArgs;
 use crate::driver::{
-    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, eval_set, load_models, variant_inputs,
+    DEFAULT_VARIANTS, StageRun, check_it_model, check_vocab, load_models, variant_inputs,
     variant_names,
 };
 use crate::runtime::Runtime;
@@ -55,11 +55,8 @@ pub fn run(args: &EvaluateArgs, rt: &Runtime) -> Result<()> {
     Manifest::read(&catalog.manifest(Stage::Corpus), "corpus")?;
     let (vocab_len, vocab) = check_vocab(catalog)?;
     let mut inputs = vec![vocab];
-    let sets: Vec<CorpusSet> = evaluation::SETS
-        .iter()
-        .map(|s| eval_set(s))
-        .collect::<Result<_>>()?;
-    let attack_set = eval_set(&run.cfg().attack.set).context("evaluate.yaml `attack.set`")?;
+    let sets: Vec<CorpusSet> = EvalSet::ALL.iter().map(|&s| CorpusSet::eval(s)).collect();
+    let attack_set = CorpusSet::eval(run.cfg().attack.set);
     for set in &sets {
         inputs.push(catalog.input_record(set.name(), &catalog.corpus_set(*set), "corpus")?);
     }

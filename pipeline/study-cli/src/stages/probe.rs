@@ -11,6 +11,7 @@ use clap::Args;
 use study::Stage;
 use study::artifacts::Manifest;
 use study::config::ProbeConfig;
+use study::corpus::CorpusSet;
 use study::evaluation::{self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE};
 use study::finetune::PairTable;
 use study_model::gpt::Gpt;
@@ -78,7 +79,7 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
     }
     let attacked = if cfg.adversarial {
         let config = evaluation::read_evaluation(&catalog)?.config;
-        let table = PairTable::read(&catalog, eval_set(&config.attack.set)?, None)?;
+        let table = PairTable::read(&catalog, CorpusSet::eval(config.attack.set), None)?;
         Some(Attacked {
             config,
             table,
@@ -91,7 +92,7 @@ pub fn run(args: &ProbeArgs, rt: &Runtime) -> Result<()> {
     let device = rt.open_device()?;
     let models: Vec<(String, Gpt)> = load_models(&catalog, &variants, &it.cfg, &device)?
         .into_iter()
-        .map(|(id, gpt)| (id.name, gpt))
+        .map(|(id, gpt)| (id.to_string(), gpt))
         .collect();
     let _span = tracing::info_span!("probe", preset = %args.stage.preset).entered();
     let out = run.begin()?;

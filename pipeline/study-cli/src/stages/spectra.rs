@@ -75,7 +75,7 @@ pub fn run(args: &SpectraArgs, rt: &Runtime) -> Result<()> {
     let it_cfg = it_config(&catalog)?;
     let mut weights = BTreeMap::new();
     for (id, gpt) in load_models(&catalog, &variants, &it_cfg, &candle_core::Device::Cpu)? {
-        weights.insert(id.name, study_model::probe::mlp_weights(&gpt)?);
+        weights.insert(id.to_string(), study_model::probe::mlp_weights(&gpt)?);
     }
     let it = weights
         .remove("it")

@@ -2,19 +2,48 @@
 //! IT and safety fine-tuned models on every evaluation set (Table 1), and the adversarial
 //! soft-token attack (reference/analysis_spec.md §5).
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use super::{FieldError, StageConfig};
+use crate::names::named_enum;
 
-/// The evaluation sets, in Table 1 order (names without the corpus's `eval_` prefix).
-pub const SETS: [&str; 6] = [
-    "std_safe",
-    "std_unsafe",
-    "jb_co_task",
-    "jb_co_text",
-    "jb_misgen_tokens",
-    "jb_misgen_text",
-];
+named_enum! {
+    /// An evaluation set, in Table 1 order (the corpus's `eval_<name>` table; the behaviour
+    /// table's `set` column).
+    EvalSet {
+        /// Standard safe inputs.
+        StdSafe => "std_safe",
+        /// Standard unsafe inputs.
+        StdUnsafe => "std_unsafe",
+        /// Competing objectives, task level: one safe operator per pair.
+        JbCoTask => "jb_co_task",
+        /// Competing objectives, text level: text mixing both branches.
+        JbCoText => "jb_co_text",
+        /// Mismatched generalisation: alias operator tokens.
+        JbMisgenTokens => "jb_misgen_tokens",
+        /// Mismatched generalisation: out-of-distribution text.
+        JbMisgenText => "jb_misgen_text",
+    }
+}
+
+impl EvalSet {
+    /// The jailbreak sets.
+    pub const JAILBREAKS: [EvalSet; 4] = [
+        EvalSet::JbCoTask,
+        EvalSet::JbCoText,
+        EvalSet::JbMisgenTokens,
+        EvalSet::JbMisgenText,
+    ];
+
+    /// Whether the set's unsafe rows split into `a_operator` / `b_only` subsets (every set but
+    /// `std_safe`, whose rows are safe).
+    pub fn has_unsafe_subsets(self) -> bool {
+        self != EvalSet::StdSafe
+    }
+}
 
 /// Which threat model the attack uses (analysis_spec §5.2 vs §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +113,7 @@ impl PerturbPositionsConfig {
 #[serde(deny_unknown_fields)]
 pub struct AttackConfig {
     /// Evaluation set attacked (its unsafe variant); official: std_unsafe.
-    pub set: String,
+    pub set: EvalSet,
     /// Rows attacked per model (first rows of the set whose unsafe operators sit in the first
     /// pair; the official analysis attacks 1000 one by one).
     pub rows: usize,

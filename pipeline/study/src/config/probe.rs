@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::evaluate::SETS;
+use super::evaluate::EvalSet;
 use super::spectra::STD_SETS;
 use super::{FieldError, StageConfig};
 use crate::names::named_enum;
@@ -110,14 +110,9 @@ pub struct ProbeConfig {
 }
 
 fn known_set(field: &str, s: &str) -> Result<(), FieldError> {
-    if SETS.contains(&s) {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            field,
-            format!("unknown set `{s}`; sets: {}", SETS.join(", ")),
-        ))
-    }
+    s.parse::<EvalSet>()
+        .map(|_| ())
+        .map_err(|e| FieldError::new(field, e))
 }
 
 impl StageConfig for ProbeConfig {
@@ -186,7 +181,7 @@ impl StageConfig for ProbeConfig {
                 ));
             }
             for s in STD_SETS {
-                if !self.reference_sets.iter().any(|r| r == s) {
+                if !self.reference_sets.iter().any(|r| r == s.as_str()) {
                     return Err(FieldError::new(
                         "reference_sets",
                         format!("the interpolation's τ needs `{s}` among the reference sets"),

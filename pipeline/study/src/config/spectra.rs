@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::evaluate::EvalSet;
 use super::{FieldError, StageConfig};
 
 /// The standard sets: the test points of Fig. 3 and Fig. 5.
-pub const STD_SETS: [&str; 2] = ["std_safe", "std_unsafe"];
+pub const STD_SETS: [EvalSet; 2] = [EvalSet::StdSafe, EvalSet::StdUnsafe];
 
 /// Which reference rows make the τ cluster means (§1.3 step 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CorpusConfig;
 use crate::config::corpus::Choice;
+use crate::config::evaluate::EvalSet;
 use crate::grammar::vocab::{self, Token};
 use crate::grammar::{Family, OpSets};
 
@@ -160,6 +161,18 @@ impl CorpusSet {
             CorpusSet::EvalJbMisgenTokens => "JB-MisGen (tokens)",
             CorpusSet::EvalJbMisgenText => "JB-MisGen (text)",
             other => other.name(),
+        }
+    }
+
+    /// The corpus table of an evaluation set (`std_safe` → `eval_std_safe`).
+    pub fn eval(set: EvalSet) -> CorpusSet {
+        match set {
+            EvalSet::StdSafe => CorpusSet::EvalStdSafe,
+            EvalSet::StdUnsafe => CorpusSet::EvalStdUnsafe,
+            EvalSet::JbCoTask => CorpusSet::EvalJbCoTask,
+            EvalSet::JbCoText => CorpusSet::EvalJbCoText,
+            EvalSet::JbMisgenTokens => CorpusSet::EvalJbMisgenTokens,
+            EvalSet::JbMisgenText => CorpusSet::EvalJbMisgenText,
         }
     }
 

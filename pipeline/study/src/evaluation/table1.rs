@@ -20,53 +20,50 @@ pub struct Table1 {
 
 /// The columns of Table 1: instruction following on safe inputs, refusal on unsafe ones, and
 /// attack success (the unsafe instruction followed) on std_unsafe and every jailbreak set.
-pub const TABLE1_COLUMNS: [(&str, Metric); 7] = [
-    ("std_safe", Metric::Instruct),
-    ("std_unsafe", Metric::Refusal),
-    ("std_unsafe", Metric::AttackSuccess),
-    ("jb_co_task", Metric::AttackSuccess),
-    ("jb_co_text", Metric::AttackSuccess),
-    ("jb_misgen_tokens", Metric::AttackSuccess),
-    ("jb_misgen_text", Metric::AttackSuccess),
+pub const TABLE1_COLUMNS: [(EvalSet, Metric); 7] = [
+    (EvalSet::StdSafe, Metric::Instruct),
+    (EvalSet::StdUnsafe, Metric::Refusal),
+    (EvalSet::StdUnsafe, Metric::AttackSuccess),
+    (EvalSet::JbCoTask, Metric::AttackSuccess),
+    (EvalSet::JbCoText, Metric::AttackSuccess),
+    (EvalSet::JbMisgenTokens, Metric::AttackSuccess),
+    (EvalSet::JbMisgenText, Metric::AttackSuccess),
 ];
 
 /// Build [`Table1`] from behaviour rows and the attack's success per (model, factor).
-pub fn table1(rows: &[BehaviourRow], attack: &BTreeMap<(String, u64), (f64, usize)>) -> Table1 {
-    let models: Vec<String> = models_in_order(rows)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let values = models
+pub fn table1(rows: &[BehaviourRow], attack: &BTreeMap<(ModelId, u64), (f64, usize)>) -> Table1 {
+    let ids = models_in_order(rows);
+    let values = ids
         .iter()
-        .map(|m| {
+        .map(|&m| {
             TABLE1_COLUMNS
                 .iter()
                 .map(|&(set, metric)| value(rows, m, set, metric))
                 .collect()
         })
         .collect();
-    let mut curves: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut curves: BTreeMap<&ModelId, Vec<(f64, f64)>> = BTreeMap::new();
     for ((m, f), (rate, _)) in attack {
         curves
-            .entry(m.as_str())
+            .entry(m)
             .or_default()
             .push((f64::from_bits(*f), *rate));
     }
-    let attack = models
+    let attack = ids
         .iter()
-        .filter_map(|m| {
-            curves.get(m.as_str()).map(|pts| {
+        .filter_map(|&m| {
+            curves.get(m).map(|pts| {
                 let mut points = pts.clone();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 crate::series::Curve {
-                    label: m.clone(),
+                    label: m.to_string(),
                     points,
                 }
             })
         })
         .collect();
     Table1 {
-        models,
+        models: ids.iter().map(ToString::to_string).collect(),
         columns: TABLE1_COLUMNS
             .iter()
             .map(|(s, m)| format!("{s} {m}"))
@@ -93,7 +90,7 @@ impl Table1 {
 /// match, the teacher-forced token accuracy (the paper's metric) and the first-token decision
 /// (greedy). Shows whether a model refuses by the safety rule (`b_only`) or by the operator
 /// alone (`a_operator`).
-pub fn subset_markdown(rows: &[BehaviourRow], set: &str, metric: Metric) -> String {
+pub fn subset_markdown(rows: &[BehaviourRow], set: EvalSet, metric: Metric) -> String {
     let scores = [
         (Decoding::Greedy, Score::ExactMatch, "exact"),
         (Decoding::TeacherForced, Score::TokenAccuracy, "token acc."),
@@ -115,7 +112,7 @@ pub fn subset_markdown(rows: &[BehaviourRow], set: &str, metric: Metric) -> Stri
         for &sub in Subset::ALL {
             for &(decoding, score, _) in &scores {
                 let cell = rows.iter().find(|r| {
-                    r.model == m
+                    r.model == *m
                         && r.set == set
                         && r.metric == metric
                         && r.subset == sub

@@ -11,14 +11,11 @@ use crate::artifacts::{self, TableSchema};
 /// One behaviour measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BehaviourRow {
-    /// `it` or a fine-tuning variant (`ssft-medium`, …).
-    pub model: String,
-    /// `it`, `ssft`, `dpo` or `unlearn`.
-    pub method: String,
-    /// The learning-rate label (`""` for the IT model).
-    pub lr_label: String,
-    /// Evaluation set (one of [`SETS`]).
-    pub set: String,
+    /// `it`, a fine-tuning variant (`ssft-medium`, …) or an interpolated one; the table's
+    /// `model`, `method` and `lr_label` columns.
+    pub model: ModelId,
+    /// Evaluation set.
+    pub set: EvalSet,
     /// Rows averaged over ([`Subset`]: `all`, and for rows whose unsafe variant is unsafe,
     /// `a_operator` or `b_only`).
     pub subset: Subset,
@@ -59,10 +56,10 @@ pub fn behaviour_schema() -> TableSchema {
 pub fn behaviour_frame(rows: &[BehaviourRow]) -> PolarsResult<DataFrame> {
     let s = |f: fn(&BehaviourRow) -> &str| rows.iter().map(f).collect::<Vec<_>>();
     df!(
-        "model" => s(|r| &r.model),
-        "method" => s(|r| &r.method),
-        "lr_label" => s(|r| &r.lr_label),
-        "set" => s(|r| &r.set),
+        "model" => rows.iter().map(|r| r.model.to_string()).collect::<Vec<_>>(),
+        "method" => s(|r| r.model.method_name()),
+        "lr_label" => s(|r| r.model.lr_label()),
+        "set" => s(|r| r.set.as_str()),
         "subset" => s(|r| r.subset.as_str()),
         "metric" => s(|r| r.metric.as_str()),
         "decoding" => s(|r| r.decoding.as_str()),
@@ -72,8 +69,9 @@ pub fn behaviour_frame(rows: &[BehaviourRow]) -> PolarsResult<DataFrame> {
     )
 }
 
-/// Behaviour rows back from a table written by [`behaviour_frame`]; a null or unknown value
-/// is an error naming the column and row.
+/// Behaviour rows back from a table written by [`behaviour_frame`]; a null or unknown value,
+/// or a `method` / `lr_label` that disagrees with the row's `model`, is an error naming the
+/// column and row.
 pub fn behaviour_rows(df: &DataFrame) -> PolarsResult<Vec<BehaviourRow>> {
     let bad = |name: &str, i: usize, what: &str| polars_err!(ComputeError: "column `{name}` row {i}: {what}");
     let col = |name: &str| -> PolarsResult<Vec<String>> {
@@ -93,7 +91,13 @@ pub fn behaviour_rows(df: &DataFrame) -> PolarsResult<Vec<BehaviourRow>> {
             })
             .collect()
     }
-    let (model, method, lr, set) = (col("model")?, col("method")?, col("lr_label")?, col("set")?);
+    let (method, lr) = (col("method")?, col("lr_label")?);
+    let model: Vec<ModelId> = parse("model", &col("model")?)?;
+    for (i, id) in model.iter().enumerate() {
+        id.check_columns(&method[i], &lr[i])
+            .map_err(|e| polars_err!(ComputeError: "row {i}: {e}"))?;
+    }
+    let set: Vec<EvalSet> = parse("set", &col("set")?)?;
     let subset: Vec<Subset> = parse("subset", &col("subset")?)?;
     let metric: Vec<Metric> = parse("metric", &col("metric")?)?;
     let decoding: Vec<Decoding> = parse("decoding", &col("decoding")?)?;
@@ -104,9 +108,7 @@ pub fn behaviour_rows(df: &DataFrame) -> PolarsResult<Vec<BehaviourRow>> {
         .map(|i| {
             Ok(BehaviourRow {
                 model: model[i].clone(),
-                method: method[i].clone(),
-                lr_label: lr[i].clone(),
-                set: set[i].clone(),
+                set: set[i],
                 subset: subset[i],
                 metric: metric[i],
                 decoding: decoding[i],
@@ -136,7 +138,7 @@ pub struct Evaluated {
     /// `behaviour.parquet`.
     pub behaviour: Vec<BehaviourRow>,
     /// Attack success per (model, budget factor bits): (rate, rows).
-    pub attack: BTreeMap<(String, u64), (f64, usize)>,
+    pub attack: BTreeMap<(ModelId, u64), (f64, usize)>,
     /// The stage's resolved config (from its manifest).
     pub config: crate::config::EvaluateConfig,
 }
@@ -240,11 +242,15 @@ pub fn attack_outcomes(df: &DataFrame) -> PolarsResult<Vec<(AttackKey, bool)>> {
         .collect()
 }
 
-/// Attack success rate per (model, factor) from `adversarial.parquet`.
-pub fn attack_success(df: &DataFrame) -> PolarsResult<BTreeMap<(String, u64), (f64, usize)>> {
-    let mut acc: BTreeMap<(String, u64), (usize, usize)> = BTreeMap::new();
+/// Attack success rate per (model, factor) from `adversarial.parquet`; a model name that is not
+/// a [`ModelId`] is an error.
+pub fn attack_success(df: &DataFrame) -> PolarsResult<BTreeMap<(ModelId, u64), (f64, usize)>> {
+    let mut acc: BTreeMap<(ModelId, u64), (usize, usize)> = BTreeMap::new();
     for ((model, factor, _), success) in attack_outcomes(df)? {
-        let e = acc.entry((model, factor)).or_default();
+        let id: ModelId = model
+            .parse()
+            .map_err(|e: String| polars_err!(ComputeError: "column `model`: {e}"))?;
+        let e = acc.entry((id, factor)).or_default();
         e.0 += usize::from(success);
         e.1 += 1;
     }

@@ -12,6 +12,11 @@ fn tau_metric_name(m: TauMetric) -> &'static str {
 
 /// Drop the rows of `test` that equal a reference row bit for bit (the same prompt drawn twice
 /// by the grammar): rows are disjoint by index, but τ must not see a reference vector again.
+/// Whether `set` is one of the standard sets ([`STD_SETS`]).
+fn is_std_set(set: &str) -> bool {
+    STD_SETS.iter().any(|s| s.as_str() == set)
+}
+
 fn without_references(test: &Matrix, references: &[&Matrix]) -> Matrix {
     let key = |r: &[f64]| r.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
     let seen: HashSet<Vec<u64>> = references
@@ -62,11 +67,11 @@ fn tau_rows(
 ) -> Result<Vec<TauRow>, SpectraError> {
     let refs: Vec<&str> = match cfg.tau.references {
         TauReferences::Pooled => inputs.reference_sets.iter().map(String::as_str).collect(),
-        TauReferences::Literal => vec!["std_safe"],
+        TauReferences::Literal => vec![EvalSet::StdSafe.as_str()],
     };
     let std: Vec<&str> = STD_SETS
         .iter()
-        .copied()
+        .map(|s| s.as_str())
         .filter(|s| inputs.sets.iter().any(|x| x == s))
         .collect();
     let units = cfg
@@ -93,11 +98,7 @@ fn tau_rows(
             "unsafe".into(),
             clean(m(&std, Group::Unsafe, Split::Test)?),
         )];
-        for set in inputs
-            .sets
-            .iter()
-            .filter(|s| !STD_SETS.contains(&s.as_str()))
-        {
+        for set in inputs.sets.iter().filter(|s| !is_std_set(s)) {
             groups.push((
                 set.clone(),
                 "unsafe".into(),
@@ -307,15 +308,11 @@ fn row_space(
             what,
         )
     };
-    let std: Vec<&str> = STD_SETS.to_vec();
+    let std: Vec<&str> = STD_SETS.map(EvalSet::as_str).to_vec();
     let safe = m(&std, Group::Safe, Split::Test)?;
     let mut groups: Vec<(String, &'static str, Matrix)> =
         vec![("std".into(), "unsafe", m(&std, Group::Unsafe, Split::Test)?)];
-    for set in inputs
-        .sets
-        .iter()
-        .filter(|s| !STD_SETS.contains(&s.as_str()))
-    {
+    for set in inputs.sets.iter().filter(|s| !is_std_set(s)) {
         groups.push((
             set.clone(),
             "unsafe",
@@ -420,7 +417,7 @@ fn interpolation_rows(
     layers: u16,
     cfg: &SpectraConfig,
 ) -> Result<Vec<InterpolationRow>, SpectraError> {
-    let std: Vec<String> = STD_SETS.iter().map(|s| (*s).to_owned()).collect();
+    let std: Vec<String> = STD_SETS.iter().map(ToString::to_string).collect();
     let sets = TauSets {
         sets: &std,
         reference_sets: &std,
@@ -430,6 +427,7 @@ fn interpolation_rows(
     for (name, acts) in inputs.interpolation {
         let what = || format!("interpolated model `{name}`");
         let (variant, alpha) = ctx(crate::probe::parse_interpolated(name), what)?;
+        let id: ModelId = ctx(name.parse::<ModelId>(), what)?;
         let tau = tau_rows(name, acts, &[], last..last + 1, sets, cfg)?;
         let tau_of = |group: &str| {
             tau.iter()
@@ -440,9 +438,9 @@ fn interpolation_rows(
                 })
         };
         let (safe, unsafe_) = (tau_of("safe")?, tau_of("unsafe")?);
-        let cell = |set: &str, metric: Metric, subset: Subset| {
+        let cell = |set: EvalSet, metric: Metric, subset: Subset| {
             inputs.interpolation_behaviour.iter().find(|r| {
-                r.model == *name
+                r.model == id
                     && r.set == set
                     && crate::evaluation::is_greedy_exact(r, metric, subset)
             })
@@ -453,15 +451,15 @@ fn interpolation_rows(
                 "no greedy exact-match {cell} in the behaviour table; run `make probe`"
             ),
         };
-        let refusal = cell("std_unsafe", Metric::Refusal, Subset::All)
+        let refusal = cell(EvalSet::StdUnsafe, Metric::Refusal, Subset::All)
             .ok_or_else(|| missing("refusal on std_unsafe"))?;
-        let instruct = cell("std_safe", Metric::Instruct, Subset::All)
+        let instruct = cell(EvalSet::StdSafe, Metric::Instruct, Subset::All)
             .ok_or_else(|| missing("instruction following on std_safe"))?;
         out.push(InterpolationRow {
             model: variant.to_owned(),
             alpha,
             refusal: refusal.value,
-            refusal_b_only: cell("std_unsafe", Metric::Refusal, Subset::BOnly)
+            refusal_b_only: cell(EvalSet::StdUnsafe, Metric::Refusal, Subset::BOnly)
                 .map_or(f64::NAN, |r| r.value),
             instruct: instruct.value,
             n: refusal.n as usize,
