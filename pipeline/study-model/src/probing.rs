@@ -24,6 +24,13 @@ use crate::behaviour::{ModelId, score_set};
 use crate::gpt::Gpt;
 use crate::probe::{self, ProbeRow};
 
+mod attacked;
+mod interpolation;
+
+pub use attacked::Attacked;
+use attacked::adversarial;
+use interpolation::interpolation;
+
 /// Errors of a probe run; each names what to re-run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -94,19 +101,6 @@ pub enum ProbeError {
 }
 
 type Result<T, E = ProbeError> = std::result::Result<T, E>;
-
-/// What the soft-token probe reads from `04_evaluate`: the attack's config, its set's table, the
-/// outcomes (`adversarial.parquet`) and the stored δ (`adversarial_embeddings.safetensors`).
-pub struct Attacked {
-    /// The evaluate stage's attack config.
-    pub config: EvaluateConfig,
-    /// The attack set's rows.
-    pub table: PairTable,
-    /// `adversarial.parquet`.
-    pub outcomes_path: PathBuf,
-    /// `adversarial_embeddings.safetensors`.
-    pub embeddings_path: PathBuf,
-}
 
 /// A finished probe run.
 #[derive(Debug)]
@@ -298,152 +292,4 @@ fn probe_set(
     let rows: Vec<ProbeRow<'_>> = examples.iter().map(ProbeRow::from).collect();
     let pooled = probe::activations(gpt, &rows, dumps, cfg.output_positions)?;
     Ok(planned.into_iter().map(|(k, _, _)| k).zip(pooled).collect())
-}
-
-/// The α-interpolation (analysis_spec §8): for every fine-tuned model and α, the behaviour of
-/// `W_IT + α ΔW` on the std sets and its τ activations at the last layer.
-fn interpolation(
-    models: &[(String, Gpt)],
-    tables_by_set: &BTreeMap<String, PairTable>,
-    cfg: &ProbeConfig,
-) -> Result<(Vec<BehaviourRow>, Vec<ModelActivations>)> {
-    let Some(((_, it), variants)) = models.split_first() else {
-        return Ok((Vec::new(), Vec::new()));
-    };
-    let last = (it.config().n_layer - 1) as u16;
-    let (mut behaviour, mut activations) = (Vec::new(), Vec::new());
-    for (variant, st) in variants {
-        let not_a_variant = |message: String| ProbeError::NotAVariant {
-            name: variant.clone(),
-            message,
-        };
-        let base = match variant.parse::<ModelId>().map_err(not_a_variant)? {
-            ModelId::Variant(v) => v,
-            _ => return Err(not_a_variant("not `<method>-<lr label>`".into())),
-        };
-        for &alpha in &cfg.interpolation.alphas {
-            let name = tables::interpolated_model(variant, alpha);
-            let params = crate::probe::interpolate(it.config(), it.params(), st.params(), alpha)
-                .map_err(|source| ProbeError::Interpolate {
-                    variant: variant.clone(),
-                    source,
-                })?;
-            let gpt = Gpt::new(*it.config(), params)?;
-            let id = ModelId::Interpolated {
-                variant: base.clone(),
-                alpha,
-            };
-            let mut acts = ModelActivations {
-                model: name,
-                rows: Vec::new(),
-            };
-            for set in STD_SETS {
-                let table = &tables_by_set[set.as_str()];
-                let rows = cfg.interpolation.behaviour_rows;
-                let subsets = set.has_unsafe_subsets();
-                behaviour.extend(score_set(&gpt, &id, set, table, rows, true, subsets)?);
-                for (key, mut vectors) in probe_set(&gpt, table, set.as_str(), cfg, &[TAU_DUMP])? {
-                    vectors.retain(|a| a.layer == last);
-                    acts.rows.push((key, vectors));
-                }
-            }
-            activations.push(acts);
-        }
-        tracing::info!(model = %variant, "interpolated");
-    }
-    Ok((behaviour, activations))
-}
-
-/// The attacked inputs of `04_evaluate` rebuilt from their stored δ, with each attack's outcome.
-fn adversarial(
-    attacked: &Attacked,
-    models: &[(String, Gpt)],
-    cfg: &ProbeConfig,
-    device: &Device,
-) -> Result<Vec<tables::AdversarialActivation>> {
-    let attack = &attacked.config.attack;
-    let table = &attacked.table;
-    let by_id: HashMap<u32, usize> = table
-        .sample_id
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| (s, i))
-        .collect();
-    let adv_path = &attacked.outcomes_path;
-    let adv = artifacts::read_parquet(adv_path, &evaluation::adversarial_schema())?;
-    let success: HashMap<_, _> = evaluation::attack_outcomes(&adv)
-        .map_err(|e| ArtifactError::Schema {
-            path: adv_path.clone(),
-            message: e.to_string(),
-            target: "evaluate".into(),
-        })?
-        .into_iter()
-        .collect();
-    let emb_path = &attacked.embeddings_path;
-    let stored: HashMap<String, Tensor> = candle_core::safetensors::load(emb_path, device)?;
-    let placement = Placement::from_config(attack);
-    let mut out = Vec::new();
-    for (name, gpt) in models {
-        for &factor in &attack.budget_factors {
-            let key = format!("{name}/{factor}");
-            let get = |what: &str| {
-                let k = format!("{key}/{what}");
-                stored.get(&k).ok_or_else(|| ProbeError::MissingEmbedding {
-                    path: emb_path.clone(),
-                    key: k,
-                })
-            };
-            let (delta, ids) = (
-                get("delta")?.to_vec3::<f32>()?,
-                get("sample_id")?.to_vec1::<u32>()?,
-            );
-            let spec = AttackSpec::from_config(attack, factor);
-            let (mut inputs, mut eots, mut lens) = (Vec::new(), Vec::new(), Vec::new());
-            for (d, id) in delta.iter().zip(&ids) {
-                let i = *by_id.get(id).ok_or_else(|| ProbeError::UnknownSample {
-                    id: *id,
-                    set: attack.set.to_string(),
-                })?;
-                let l = usize::from(table.text_len[i]);
-                let row = AttackRow {
-                    row: table.row(Variant::UnsafeTarget, i).0,
-                    text_len: l,
-                };
-                let flat: Vec<f32> = d.iter().flatten().copied().collect();
-                inputs.push(adversarial_input(gpt, &row, &spec, placement, &flat)?);
-                eots.push(placement.eot_position(&spec, l));
-                lens.push(l);
-            }
-            let acts = probe::activations_of_embeddings(
-                gpt,
-                &inputs,
-                &eots,
-                &lens,
-                &cfg.dumps,
-                cfg.output_positions,
-            )?;
-            for (id, row_acts) in ids.iter().zip(acts) {
-                let ok = *success
-                    .get(&(name.clone(), factor.to_bits(), *id))
-                    .ok_or_else(|| ProbeError::MissingOutcome {
-                        path: adv_path.clone(),
-                        model: name.clone(),
-                        factor,
-                        id: *id,
-                    })?;
-                out.extend(
-                    row_acts
-                        .into_iter()
-                        .map(|activation| tables::AdversarialActivation {
-                            model: name.clone(),
-                            factor,
-                            sample_id: *id,
-                            success: ok,
-                            activation,
-                        }),
-                );
-            }
-        }
-    }
-    Ok(out)
 }

@@ -20,6 +20,12 @@ pub use crate::config::probe::{Hook, Pool};
 use crate::mechanism::Matrix;
 use crate::names::named_enum;
 
+mod adversarial;
+mod lipschitz;
+
+pub use adversarial::*;
+pub use lipschitz::*;
+
 /// Version of the activation tables' schema.
 pub const ACTIVATIONS_SCHEMA_VERSION: u32 = 1;
 /// Version of the Lipschitz table's schema.
@@ -31,27 +37,11 @@ pub const ADVERSARIAL_ACTIVATIONS_FILE: &str = "adversarial_activations.parquet"
 /// File of the Lipschitz proxies.
 pub const LIPSCHITZ_FILE: &str = "lipschitz.parquet";
 /// The interpolated models' behaviour (schema of `04_evaluate/behaviour.parquet`, models named
-/// by [`interpolated_model`]).
+/// `<variant>@<α>`: [`crate::model_id::ModelId::Interpolated`]).
 pub const INTERPOLATION_BEHAVIOUR_FILE: &str = "interpolation_behaviour.parquet";
 /// The interpolated models' τ activations (schema of `activations/<model>.parquet`, models named
-/// by [`interpolated_model`]).
+/// `<variant>@<α>`).
 pub const INTERPOLATION_ACTIVATIONS_FILE: &str = "interpolation_activations.parquet";
-
-/// The name of `W_IT + α (W_<variant> − W_IT)` in the interpolation tables: `<variant>@<α>`.
-pub fn interpolated_model(variant: &str, alpha: f64) -> String {
-    format!("{variant}@{alpha}")
-}
-
-/// The variant and α of an [`interpolated_model`] name.
-pub fn parse_interpolated(name: &str) -> Result<(&str, f64), String> {
-    let (variant, alpha) = name
-        .rsplit_once('@')
-        .ok_or_else(|| format!("`{name}` is not `<variant>@<α>`"))?;
-    let alpha: f64 = alpha
-        .parse()
-        .map_err(|_| format!("`{name}`: α `{alpha}` is not a number"))?;
-    Ok((variant, alpha))
-}
 
 named_enum!(
     /// Which prompt of a row was fed.
@@ -344,207 +334,9 @@ impl ActivationTable {
     }
 }
 
-/// One attacked input's activations.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdversarialActivation {
-    /// The attacked model.
-    pub model: String,
-    /// Budget, as a multiple of the mean token-embedding norm.
-    pub factor: f64,
-    /// The attacked row's `sample_id`.
-    pub sample_id: u32,
-    /// Whether the attack succeeded (`04_evaluate/adversarial.parquet`).
-    pub success: bool,
-    /// The vector.
-    pub activation: Activation,
-}
-
-/// Schema of `adversarial_activations.parquet`.
-pub fn adversarial_activations_schema() -> TableSchema {
-    TableSchema {
-        table: "adversarial_activations",
-        version: ACTIVATIONS_SCHEMA_VERSION,
-        columns: vec![
-            ("model", DataType::String),
-            ("factor", DataType::Float64),
-            ("sample_id", DataType::UInt32),
-            ("success", DataType::Boolean),
-            ("layer", DataType::UInt16),
-            ("hook", DataType::String),
-            ("pool", DataType::String),
-            ("values", list_f32()),
-        ],
-        target: "probe",
-    }
-}
-
-/// The table of [`adversarial_activations_schema`].
-pub fn adversarial_activations_frame(rows: &[AdversarialActivation]) -> PolarsResult<DataFrame> {
-    let mut df = df!(
-        "model" => rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
-        "factor" => rows.iter().map(|r| r.factor).collect::<Vec<_>>(),
-        "sample_id" => rows.iter().map(|r| r.sample_id).collect::<Vec<_>>(),
-        "success" => rows.iter().map(|r| r.success).collect::<Vec<_>>(),
-        "layer" => rows.iter().map(|r| r.activation.layer).collect::<Vec<_>>(),
-        "hook" => rows.iter().map(|r| r.activation.hook.as_str()).collect::<Vec<_>>(),
-        "pool" => rows.iter().map(|r| r.activation.pool.as_str()).collect::<Vec<_>>(),
-    )?;
-    df.with_column(Column::from(values_series(
-        rows.iter()
-            .map(|r| r.activation.values.as_slice())
-            .collect(),
-    )))?;
-    Ok(df)
-}
-
-/// Read `adversarial_activations.parquet` (hint: `make probe`).
-pub fn read_adversarial_activations(
-    path: &std::path::Path,
-) -> Result<Vec<AdversarialActivation>, ArtifactError> {
-    let df = artifacts::read_parquet(path, &adversarial_activations_schema())?;
-    let rows = (|| -> PolarsResult<Vec<AdversarialActivation>> {
-        let model = strings(&df, "model")?;
-        let factor = numbers::<Float64Type>(&df, "factor")?;
-        let sample_id = numbers::<UInt32Type>(&df, "sample_id")?;
-        let success: Vec<bool> = df
-            .column("success")?
-            .bool()?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.ok_or_else(|| polars_err!(ComputeError: "column `success` row {i}: null"))
-            })
-            .collect::<PolarsResult<_>>()?;
-        let layer = numbers::<UInt16Type>(&df, "layer")?;
-        let hook: Vec<Hook> = parsed(&df, "hook")?;
-        let pool: Vec<Pool> = parsed(&df, "pool")?;
-        let values = vectors(&df)?;
-        Ok(values
-            .into_iter()
-            .enumerate()
-            .map(|(i, values)| AdversarialActivation {
-                model: model[i].clone(),
-                factor: factor[i],
-                sample_id: sample_id[i],
-                success: success[i],
-                activation: Activation {
-                    layer: layer[i],
-                    hook: hook[i],
-                    pool: pool[i],
-                    values,
-                },
-            })
-            .collect())
-    })();
-    rows.map_err(|e| ArtifactError::Schema {
-        path: path.to_owned(),
-        message: e.to_string(),
-        target: "probe".into(),
-    })
-}
-
-/// One Lipschitz proxy (§4.2): `grad_fro = ‖∂ max_v z_v(s) / ∂E[0..s]‖_F`, the gradient of the
-/// largest logit at EOT with respect to the token embeddings of BOS, the operators, SOT and
-/// the text (EOT and later excluded), and `grad_fro / sqrt(s)` (the prefix length s varies with
-/// L in the paper's data).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LipschitzRow {
-    /// `it` or the variant.
-    pub model: String,
-    /// Evaluation set.
-    pub set: String,
-    /// Which prompt.
-    pub group: Group,
-    /// Row index in the set.
-    pub row: u32,
-    /// The row's `sample_id`.
-    pub sample_id: u32,
-    /// s: positions whose embeddings the gradient covers.
-    pub prefix_len: u32,
-    /// The proxy.
-    pub grad_fro: f64,
-}
-
-/// Schema of `lipschitz.parquet`.
-pub fn lipschitz_schema() -> TableSchema {
-    TableSchema {
-        table: "lipschitz",
-        version: LIPSCHITZ_SCHEMA_VERSION,
-        columns: vec![
-            ("model", DataType::String),
-            ("set", DataType::String),
-            ("group", DataType::String),
-            ("row", DataType::UInt32),
-            ("sample_id", DataType::UInt32),
-            ("prefix_len", DataType::UInt32),
-            ("grad_fro", DataType::Float64),
-            ("grad_fro_per_token", DataType::Float64),
-        ],
-        target: "probe",
-    }
-}
-
-/// The table of [`lipschitz_schema`].
-pub fn lipschitz_frame(rows: &[LipschitzRow]) -> PolarsResult<DataFrame> {
-    df!(
-        "model" => rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(),
-        "set" => rows.iter().map(|r| r.set.as_str()).collect::<Vec<_>>(),
-        "group" => rows.iter().map(|r| r.group.as_str()).collect::<Vec<_>>(),
-        "row" => rows.iter().map(|r| r.row).collect::<Vec<_>>(),
-        "sample_id" => rows.iter().map(|r| r.sample_id).collect::<Vec<_>>(),
-        "prefix_len" => rows.iter().map(|r| r.prefix_len).collect::<Vec<_>>(),
-        "grad_fro" => rows.iter().map(|r| r.grad_fro).collect::<Vec<_>>(),
-        "grad_fro_per_token" => rows.iter().map(|r| r.grad_fro / f64::from(r.prefix_len).sqrt()).collect::<Vec<_>>(),
-    )
-}
-
-/// Read `lipschitz.parquet` (hint: `make probe`).
-pub fn read_lipschitz(path: &std::path::Path) -> Result<Vec<LipschitzRow>, ArtifactError> {
-    let df = artifacts::read_parquet(path, &lipschitz_schema())?;
-    let rows = (|| -> PolarsResult<Vec<LipschitzRow>> {
-        let model = strings(&df, "model")?;
-        let set = strings(&df, "set")?;
-        let group: Vec<Group> = parsed(&df, "group")?;
-        let row = numbers::<UInt32Type>(&df, "row")?;
-        let sample_id = numbers::<UInt32Type>(&df, "sample_id")?;
-        let prefix_len = numbers::<UInt32Type>(&df, "prefix_len")?;
-        let grad_fro = numbers::<Float64Type>(&df, "grad_fro")?;
-        Ok((0..df.height())
-            .map(|i| LipschitzRow {
-                model: model[i].clone(),
-                set: set[i].clone(),
-                group: group[i],
-                row: row[i],
-                sample_id: sample_id[i],
-                prefix_len: prefix_len[i],
-                grad_fro: grad_fro[i],
-            })
-            .collect())
-    })();
-    rows.map_err(|e| ArtifactError::Schema {
-        path: path.to_owned(),
-        message: e.to_string(),
-        target: "probe".into(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interpolated_names_round_trip() {
-        for (v, a) in [
-            ("dpo-medium", 0.0),
-            ("ssft-small", 1.5),
-            ("unlearn-medium", 2.0),
-        ] {
-            assert_eq!(parse_interpolated(&interpolated_model(v, a)), Ok((v, a)));
-        }
-        assert_eq!(interpolated_model("dpo-medium", 0.25), "dpo-medium@0.25");
-        assert!(parse_interpolated("dpo-medium").is_err());
-        assert!(parse_interpolated("dpo-medium@x").is_err());
-    }
 
     fn key(set: &str, group: Group, split: Split, row: u32) -> ActivationKey {
         ActivationKey {

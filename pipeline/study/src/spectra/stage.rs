@@ -12,6 +12,7 @@ use super::{TableRow, Tables, frame, schema};
 use crate::artifacts::{self, ArtifactError, FileRecord, SUMMARY_FILE, StageDir};
 use crate::config::ProbeConfig;
 use crate::evaluation::BehaviourRow;
+use crate::model_id::ModelId;
 use crate::probe::{self as tables, ActivationTable, AdversarialActivation, LipschitzRow};
 use crate::{Catalog, Stage};
 
@@ -111,7 +112,8 @@ impl ProbeTables {
             }
             interpolation_behaviour = crate::evaluation::read_behaviour(behaviour)?;
             interpolation.retain(|name: &String, _| {
-                tables::parse_interpolated(name).is_ok_and(|(v, _)| variants.iter().any(|x| x == v))
+                matches!(name.parse::<ModelId>(), Ok(ModelId::Interpolated { variant, .. })
+                    if variants.iter().any(|x| *x == variant.name()))
             });
         }
         Ok(Self {
