@@ -1228,6 +1228,41 @@ fn copy_dir(dir: &std::path::Path) -> tempfile::TempDir {
 }
 
 #[test]
+fn evaluate_and_probe_tables_do_not_depend_on_the_thread_count() {
+    // Both stages score models, attacks and interpolated models side by side; the shared run
+    // used two threads, this copy reruns them with one: every table and tensor file must be the
+    // same bytes (the manifests and summaries differ only by their timings).
+    tiny_analysed();
+    let (dir, _) = tiny();
+    let copy = copy_dir(&dir.path().join("tiny"));
+    let root = copy.path().to_str().expect("utf-8");
+    for stage in ["evaluate", "probe"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_study"))
+            .current_dir(repo())
+            .args(["--quiet", "--threads", "1", "--data-root", root])
+            .args([stage, "--preset", "tiny", "--force"])
+            .output()
+            .expect("runs");
+        ok(&out);
+    }
+    let (one, two) = (Catalog::new(copy.path(), "tiny", 0), tiny_analysed());
+    for stage in [Stage::Evaluate, Stage::Probe] {
+        let manifest = |c: &Catalog| Manifest::read(&c.manifest(stage), "test").expect("manifest");
+        let files = |c: &Catalog| -> Vec<(String, String)> {
+            manifest(c)
+                .outputs
+                .into_iter()
+                .filter(|o| o.name != "summary")
+                .map(|o| (o.name, o.hash))
+                .collect()
+        };
+        let (a, b) = (files(&one), files(two));
+        assert!(a.len() >= 3, "{stage:?}: {a:?}");
+        assert_eq!(a, b, "{stage:?} at 1 vs 2 threads");
+    }
+}
+
+#[test]
 fn probe_rejects_a_fine_tuned_model_of_another_shape() {
     tiny_analysed();
     let (dir, _) = tiny();

@@ -11,12 +11,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 use study::artifacts::{self, ArtifactError, FileRecord, SUMMARY_FILE, StageDir};
 use study::config::EvaluateConfig;
 use study::corpus::{CorpusSet, Variant};
 use study::evaluation::{
-    self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, Check,
+    self, ADVERSARIAL_EMBEDDINGS_FILE, ADVERSARIAL_FILE, BEHAVIOUR_FILE, BehaviourRow, Check,
+    EvalSet,
 };
 use study::finetune::PairTable;
 use study::polars::prelude::*;
@@ -116,8 +118,7 @@ pub fn evaluate(
     out: &StageDir,
 ) -> Result<Evaluated> {
     let t0 = Instant::now();
-    let mut behaviour = Vec::new();
-    let by_set = evaluation::EvalSet::ALL
+    let by_set = EvalSet::ALL
         .iter()
         .map(|&set| {
             let corpus = CorpusSet::eval(set);
@@ -127,15 +128,21 @@ pub fn evaluate(
                 .ok_or_else(|| EvaluateError::MissingSet(corpus.name().to_owned()))
         })
         .collect::<Result<Vec<_>>>()?;
-    for m in models {
-        for &(set, table) in &by_set {
+    // Every (model, set) is scored on its own — side by side, since one small model cannot keep
+    // two cores busy — and the rows are kept in the sequential order.
+    let jobs: Vec<(&EvalModel, EvalSet, &PairTable)> = models
+        .iter()
+        .flat_map(|m| by_set.iter().map(move |&(set, table)| (m, set, table)))
+        .collect();
+    let scored: Vec<Vec<BehaviourRow>> = jobs
+        .into_par_iter()
+        .map(|(m, set, table)| {
             let subsets = set.has_unsafe_subsets();
-            behaviour.extend(score_set(
-                &m.gpt, &m.id, set, table, cfg.rows, cfg.greedy, subsets,
-            )?);
-        }
-        tracing::info!(model = %m.id, "behaviour scored");
-    }
+            score_set(&m.gpt, &m.id, set, table, cfg.rows, cfg.greedy, subsets)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let behaviour: Vec<BehaviourRow> = scored.into_iter().flatten().collect();
+    tracing::info!(models = models.len(), "behaviour scored");
     let behaviour_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let attack_table = tables
@@ -249,72 +256,81 @@ fn run_attacks(
         None => "insert".to_owned(),
         Some(p) => format!("perturb_{}", p.as_str()),
     };
+    // Each (model, budget) attack is independent: run them side by side, then assemble the
+    // rows and tensors in the sequential order.
+    let jobs: Vec<(&EvalModel, f64)> = models
+        .iter()
+        .filter(|m| !m.id.is_it())
+        .flat_map(|m| a.budget_factors.iter().map(move |&f| (m, f)))
+        .collect();
+    let attacked: Vec<_> = jobs
+        .par_iter()
+        .map(|&(m, factor)| {
+            let spec = AttackSpec::from_config(a, factor);
+            attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| EvaluateError::Attack {
+                model: m.id.to_string(),
+                factor,
+                source,
+            })
+        })
+        .collect::<Result<_>>()?;
     let mut out = Vec::new();
     let mut emb = Embeddings::new();
-    for m in models.iter().filter(|m| !m.id.is_it()) {
-        for &factor in &a.budget_factors {
-            let spec = AttackSpec::from_config(a, factor);
-            let outcomes = attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| {
-                EvaluateError::Attack {
-                    model: m.id.to_string(),
-                    factor,
-                    source,
-                }
-            })?;
-            // Rows of δ per attacked input; they must agree to stack into one tensor.
-            let lens: std::collections::BTreeSet<usize> = rows
-                .iter()
-                .map(|r| placement.delta_len(&spec, r.text_len))
-                .collect();
-            let n = match lens.into_iter().collect::<Vec<_>>()[..] {
-                [n] => n,
-                ref many => {
-                    return Err(EvaluateError::RaggedAttack {
-                        placement: placement_name,
-                        lens: many.to_vec(),
-                    });
-                }
-            };
-            let d = m.gpt.config().n_embd;
-            let flat: Vec<f32> = outcomes
-                .iter()
-                .flat_map(|o| o.delta.iter().copied())
-                .collect();
-            let key = format!("{}/{factor}", m.id);
-            emb.insert(
-                format!("{key}/delta"),
-                Tensor::from_vec(flat, (outcomes.len(), n, d), device)?,
-            );
-            let ids: Vec<u32> = picked.iter().map(|&i| table.sample_id[i]).collect();
-            let len = ids.len();
-            emb.insert(
-                format!("{key}/sample_id"),
-                Tensor::from_vec(ids, len, device)?,
-            );
-            let rate = outcomes.iter().filter(|o| o.success).count() as f64 / len.max(1) as f64;
-            tracing::info!(model = %m.id, factor, "soft-token attack success {:.1}%", 100.0 * rate);
-            for (k, o) in outcomes.into_iter().enumerate() {
-                let i = picked[k];
-                out.push(AdvRow {
-                    model: m.id.to_string(),
-                    method: m.id.method_name().to_owned(),
-                    mode: match spec.mode {
-                        AttackMode::Intended => "intended",
-                        AttackMode::Literal => "literal",
-                    },
-                    kept: match spec.iterate {
-                        AttackIterate::Last => "last",
-                        AttackIterate::Best => "best",
-                    },
-                    placement: placement_name.clone(),
-                    factor,
-                    n_soft: n as u32,
-                    steps: a.steps as u32,
-                    sample_id: table.sample_id[i],
-                    text_len: table.text_len[i],
-                    outcome: o,
+    for (&(m, factor), outcomes) in jobs.iter().zip(attacked) {
+        let spec = AttackSpec::from_config(a, factor);
+        // Rows of δ per attacked input; they must agree to stack into one tensor.
+        let lens: std::collections::BTreeSet<usize> = rows
+            .iter()
+            .map(|r| placement.delta_len(&spec, r.text_len))
+            .collect();
+        let n = match lens.into_iter().collect::<Vec<_>>()[..] {
+            [n] => n,
+            ref many => {
+                return Err(EvaluateError::RaggedAttack {
+                    placement: placement_name,
+                    lens: many.to_vec(),
                 });
             }
+        };
+        let d = m.gpt.config().n_embd;
+        let flat: Vec<f32> = outcomes
+            .iter()
+            .flat_map(|o| o.delta.iter().copied())
+            .collect();
+        let key = format!("{}/{factor}", m.id);
+        emb.insert(
+            format!("{key}/delta"),
+            Tensor::from_vec(flat, (outcomes.len(), n, d), device)?,
+        );
+        let ids: Vec<u32> = picked.iter().map(|&i| table.sample_id[i]).collect();
+        let len = ids.len();
+        emb.insert(
+            format!("{key}/sample_id"),
+            Tensor::from_vec(ids, len, device)?,
+        );
+        let rate = outcomes.iter().filter(|o| o.success).count() as f64 / len.max(1) as f64;
+        tracing::info!(model = %m.id, factor, "soft-token attack success {:.1}%", 100.0 * rate);
+        for (k, o) in outcomes.into_iter().enumerate() {
+            let i = picked[k];
+            out.push(AdvRow {
+                model: m.id.to_string(),
+                method: m.id.method_name().to_owned(),
+                mode: match spec.mode {
+                    AttackMode::Intended => "intended",
+                    AttackMode::Literal => "literal",
+                },
+                kept: match spec.iterate {
+                    AttackIterate::Last => "last",
+                    AttackIterate::Best => "best",
+                },
+                placement: placement_name.clone(),
+                factor,
+                n_soft: n as u32,
+                steps: a.steps as u32,
+                sample_id: table.sample_id[i],
+                text_len: table.text_len[i],
+                outcome: o,
+            });
         }
     }
     Ok((out, emb))

@@ -1,5 +1,7 @@
 //! The α-interpolation of the probe stage: behaviour and τ activations of `W_IT + α ΔW`.
 
+use rayon::prelude::*;
+
 use super::*;
 
 /// The α-interpolation (analysis_spec §8): for every fine-tuned model and α, the behaviour of
@@ -13,7 +15,7 @@ pub(super) fn interpolation(
         return Ok((Vec::new(), Vec::new()));
     };
     let last = (it.config().n_layer - 1) as u16;
-    let (mut behaviour, mut activations) = (Vec::new(), Vec::new());
+    let mut jobs = Vec::new();
     for (variant, st) in variants {
         let not_a_variant = |message: String| ProbeError::NotAVariant {
             name: variant.clone(),
@@ -24,6 +26,15 @@ pub(super) fn interpolation(
             _ => return Err(not_a_variant("not `<method>-<lr label>`".into())),
         };
         for &alpha in &cfg.interpolation.alphas {
+            jobs.push((variant, st, base.clone(), alpha));
+        }
+    }
+    // Every (variant, α) is independent: run them side by side (the models are too small for
+    // one to keep both cores busy), collected in the sequential order, so the tables do not
+    // depend on the thread count.
+    let done: Vec<(Vec<BehaviourRow>, ModelActivations)> = jobs
+        .into_par_iter()
+        .map(|(variant, st, base, alpha)| {
             let params = crate::probe::interpolate(it.config(), it.params(), st.params(), alpha)
                 .map_err(|source| ProbeError::Interpolate {
                     variant: variant.clone(),
@@ -31,14 +42,14 @@ pub(super) fn interpolation(
                 })?;
             let gpt = Gpt::new(*it.config(), params)?;
             let id = ModelId::Interpolated {
-                variant: base.clone(),
+                variant: base,
                 alpha,
             };
-            let name = id.to_string();
             let mut acts = ModelActivations {
-                model: name,
+                model: id.to_string(),
                 rows: Vec::new(),
             };
+            let mut behaviour = Vec::new();
             for set in STD_SETS {
                 let table = &tables_by_set[set.as_str()];
                 let rows = cfg.interpolation.behaviour_rows;
@@ -49,9 +60,16 @@ pub(super) fn interpolation(
                     acts.rows.push((key, vectors));
                 }
             }
-            activations.push(acts);
-        }
-        tracing::info!(model = %variant, "interpolated");
-    }
-    Ok((behaviour, activations))
+            tracing::info!(model = %id, "interpolated");
+            Ok((behaviour, acts))
+        })
+        .collect::<Result<_>>()?;
+    Ok(done.into_iter().fold(
+        (Vec::new(), Vec::new()),
+        |(mut behaviour, mut activations), (b, a)| {
+            behaviour.extend(b);
+            activations.push(a);
+            (behaviour, activations)
+        },
+    ))
 }
