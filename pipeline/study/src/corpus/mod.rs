@@ -14,21 +14,23 @@
 pub mod rows;
 pub mod sets;
 
-use std::path::Path;
-use std::time::Instant;
+mod frames;
+mod schema;
+mod stage;
 
 use polars::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub use frames::{pretrain_frame, safety_frame};
 pub use rows::{PretrainRow, SafetyRow, Split, Tables};
+pub use schema::{SCHEMA_VERSION, schema};
 pub use sets::{CorpusSet, SetKind, Variant};
+pub use stage::{CorpusError, CorpusOutputs, read_set, write_corpus, write_set};
 
-use crate::artifacts::{self, ArtifactError, FileRecord, StageDir, TableSchema};
 use crate::config::CorpusConfig;
 use crate::grammar::layout::NUM_OPS;
-use crate::grammar::vocab::Vocab;
 
 /// Reports progress of long work; implemented by the CLI with progress bars.
 pub trait Progress: Sync {
@@ -44,66 +46,6 @@ pub trait Progress: Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoProgress;
 impl Progress for NoProgress {}
-
-/// Version of the corpus tables' schemas.
-pub const SCHEMA_VERSION: u32 = 1;
-
-fn u8_list() -> DataType {
-    DataType::List(Box::new(DataType::UInt8))
-}
-
-fn meta_columns() -> Vec<(&'static str, DataType)> {
-    vec![
-        ("sample_id", DataType::UInt32),
-        ("pcfg", DataType::UInt8),
-        ("text_len", DataType::UInt8),
-        ("crop_start", DataType::UInt16),
-        ("full_len", DataType::UInt16),
-        ("branch", DataType::String),
-        ("ops", u8_list()),
-        ("is_unsafe", DataType::Boolean),
-    ]
-}
-
-/// The schema of a set's table.
-pub fn schema(set: CorpusSet) -> TableSchema {
-    let mut columns = meta_columns();
-    let table = match set.kind() {
-        SetKind::Pretrain => {
-            columns.push(("tokens", u8_list()));
-            if set == CorpusSet::PretrainTest {
-                columns.push(("sample_type", DataType::String));
-                "corpus_pretrain_heldout"
-            } else {
-                "corpus_pretrain_pool"
-            }
-        }
-        SetKind::Finetune | SetKind::Eval => {
-            columns.insert(1, ("split", DataType::String));
-            columns.insert(3, ("family", DataType::String));
-            columns.extend([
-                ("unsafe_ops", u8_list()),
-                ("unsafe_ops_is_unsafe", DataType::Boolean),
-                ("apply_second", DataType::Boolean),
-                ("x_safe", u8_list()),
-                ("y_safe", u8_list()),
-                ("x_unsafe", u8_list()),
-                ("y_unsafe", u8_list()),
-                ("x_unsafe_target", u8_list()),
-                ("y_unsafe_target", u8_list()),
-                ("x_safe_target", u8_list()),
-                ("y_safe_target", u8_list()),
-            ]);
-            "corpus_safety"
-        }
-    };
-    TableSchema {
-        table,
-        version: SCHEMA_VERSION,
-        columns,
-        target: "corpus",
-    }
-}
 
 /// The RNG of row `index` of `set`.
 pub fn row_rng(seed: u64, set: CorpusSet, index: u64) -> ChaCha8Rng {
@@ -171,137 +113,6 @@ pub fn safety_rows(
     })
 }
 
-fn list_column<'a>(name: &str, values: impl ExactSizeIterator<Item = &'a [u8]>) -> Column {
-    let n = values.len();
-    let mut b =
-        ListPrimitiveChunkedBuilder::<UInt8Type>::new(name.into(), n, n * 64, DataType::UInt8);
-    for v in values {
-        b.append_slice(v);
-    }
-    b.finish().into_series().into()
-}
-
-fn meta_frame<'a>(metas: impl Iterator<Item = &'a rows::RowMeta> + Clone, n: usize) -> Vec<Column> {
-    let col = |name: &str, s: Series| -> Column { s.with_name(name.into()).into() };
-    vec![
-        col(
-            "sample_id",
-            Series::new("".into(), (0..n as u32).collect::<Vec<_>>()),
-        ),
-        col(
-            "pcfg",
-            Series::new("".into(), metas.clone().map(|m| m.pcfg).collect::<Vec<_>>()),
-        ),
-        col(
-            "text_len",
-            Series::new(
-                "".into(),
-                metas.clone().map(|m| m.text_len).collect::<Vec<_>>(),
-            ),
-        ),
-        col(
-            "crop_start",
-            Series::new(
-                "".into(),
-                metas.clone().map(|m| m.crop_start).collect::<Vec<_>>(),
-            ),
-        ),
-        col(
-            "full_len",
-            Series::new(
-                "".into(),
-                metas.clone().map(|m| m.full_len).collect::<Vec<_>>(),
-            ),
-        ),
-        col(
-            "branch",
-            Series::new(
-                "".into(),
-                metas.clone().map(|m| m.branch.as_str()).collect::<Vec<_>>(),
-            ),
-        ),
-        list_column(
-            "ops",
-            metas
-                .clone()
-                .map(|m| &m.ops[..])
-                .collect::<Vec<_>>()
-                .into_iter(),
-        ),
-        col(
-            "is_unsafe",
-            Series::new("".into(), metas.map(|m| m.is_unsafe).collect::<Vec<_>>()),
-        ),
-    ]
-}
-
-/// The table of pre-training rows.
-pub fn pretrain_frame(rows: &[PretrainRow], set: CorpusSet) -> PolarsResult<DataFrame> {
-    let mut cols = meta_frame(rows.iter().map(|r| &r.meta), rows.len());
-    cols.push(list_column("tokens", rows.iter().map(|r| &r.tokens[..])));
-    if set == CorpusSet::PretrainTest {
-        let types: Vec<&str> = rows
-            .iter()
-            .map(|r| r.sample_type.map_or("full", |t| t.as_str()))
-            .collect();
-        cols.push(Series::new("sample_type".into(), types).into());
-    }
-    DataFrame::new_infer_height(cols)
-}
-
-/// The table of fine-tuning or evaluation rows.
-pub fn safety_frame(
-    rows: &[SafetyRow],
-    set: CorpusSet,
-    cfg: &CorpusConfig,
-) -> PolarsResult<DataFrame> {
-    let family = set.safety_spec(cfg).expect("a safety set").family.as_str();
-    let mut cols = meta_frame(rows.iter().map(|r| &r.meta), rows.len());
-    cols.insert(
-        1,
-        Series::new(
-            "split".into(),
-            rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
-        )
-        .into(),
-    );
-    cols.insert(
-        3,
-        Series::new("family".into(), vec![family; rows.len()]).into(),
-    );
-    cols.push(list_column(
-        "unsafe_ops",
-        rows.iter().map(|r| &r.unsafe_ops[..]),
-    ));
-    cols.push(
-        Series::new(
-            "unsafe_ops_is_unsafe".into(),
-            rows.iter()
-                .map(|r| r.unsafe_ops_is_unsafe)
-                .collect::<Vec<_>>(),
-        )
-        .into(),
-    );
-    cols.push(
-        Series::new(
-            "apply_second".into(),
-            rows.iter().map(|r| r.apply_second).collect::<Vec<_>>(),
-        )
-        .into(),
-    );
-    for (i, v) in Variant::ALL.iter().enumerate() {
-        cols.push(list_column(
-            &format!("x_{}", v.as_str()),
-            rows.iter().map(|r| &r.variants[i].0[..]),
-        ));
-        cols.push(list_column(
-            &format!("y_{}", v.as_str()),
-            rows.iter().map(|r| &r.variants[i].1[..]),
-        ));
-    }
-    DataFrame::new_infer_height(cols)
-}
-
 /// Generate one set as a table.
 pub fn generate_set(
     cfg: &CorpusConfig,
@@ -313,98 +124,6 @@ pub fn generate_set(
         SetKind::Pretrain => pretrain_frame(&pretrain_rows(cfg, tables, set, progress), set),
         _ => safety_frame(&safety_rows(cfg, tables, set, progress), set, cfg),
     }
-}
-
-/// Errors of the corpus stage.
-#[derive(Debug, thiserror::Error)]
-pub enum CorpusError {
-    /// Building a table failed.
-    #[error("building {set}: {source}")]
-    Frame {
-        /// The set.
-        set: &'static str,
-        /// Why.
-        source: PolarsError,
-    },
-    /// Writing failed.
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
-}
-
-/// What [`write_corpus`] wrote.
-#[derive(Debug, Clone)]
-pub struct CorpusOutputs {
-    /// One record per file, in write order.
-    pub files: Vec<FileRecord>,
-    /// Seconds per set.
-    pub timings: Vec<(String, f64)>,
-}
-
-/// Generate every set and the vocabulary into the stage folder `out`.
-pub fn write_corpus(
-    cfg: &CorpusConfig,
-    out: &StageDir,
-    config_hash: &str,
-    progress: &dyn Progress,
-) -> Result<CorpusOutputs, CorpusError> {
-    let tables = Tables::new(cfg);
-    let mut files = Vec::new();
-    let mut timings = Vec::new();
-    artifacts::write_json(&Vocab::study(), &out.path().join(artifacts::VOCAB_FILE))?;
-    files.push(out.record("vocab", artifacts::VOCAB_FILE, None, Vec::new())?);
-    for set in CorpusSet::ALL {
-        let t0 = Instant::now();
-        let _span = tracing::info_span!("set", name = set.name()).entered();
-        progress.start(set.name(), set.rows(cfg) as u64);
-        let mut df =
-            generate_set(cfg, &tables, set, progress).map_err(|source| CorpusError::Frame {
-                set: set.name(),
-                source,
-            })?;
-        progress.finish();
-        let file = artifacts::corpus_set_file(set);
-        let path = out.path().join(&file);
-        write_set(&mut df, &path, set, config_hash)?;
-        let columns = df
-            .get_column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        files.push(out.record(set.name(), &file, Some(df.height()), columns)?);
-        let secs = t0.elapsed().as_secs_f64();
-        tracing::info!(
-            rows = df.height(),
-            seconds = format!("{secs:.2}"),
-            "wrote {}",
-            set.name()
-        );
-        timings.push((set.name().to_owned(), secs));
-    }
-    Ok(CorpusOutputs { files, timings })
-}
-
-/// Write a set's table with its metadata.
-pub fn write_set(
-    df: &mut DataFrame,
-    path: &Path,
-    set: CorpusSet,
-    config_hash: &str,
-) -> Result<(), ArtifactError> {
-    artifacts::write_parquet(
-        df,
-        path,
-        &schema(set),
-        &[
-            ("study.stage", "corpus".to_owned()),
-            ("study.set", set.name().to_owned()),
-            ("study.config_hash", config_hash.to_owned()),
-        ],
-    )
-}
-
-/// Read a corpus set through the catalog, checking its schema.
-pub fn read_set(catalog: &artifacts::Catalog, set: CorpusSet) -> Result<DataFrame, ArtifactError> {
-    artifacts::read_parquet(&catalog.corpus_set(set), &schema(set))
 }
 
 /// Number of operator slots, re-exported for table consumers.

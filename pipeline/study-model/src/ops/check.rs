@@ -1,0 +1,38 @@
+//! Test helpers of the fused ops' tests: comparing values and gradients with candle's.
+
+use candle_core::{Tensor, Var};
+
+/// Largest absolute difference between two tensors of one shape.
+pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff")
+}
+
+/// Asserts that the gradients of Σ ours ⊙ up and Σ theirs ⊙ up agree within `tol` for every
+/// variable in `vars`.
+pub(super) fn assert_same_gradients(
+    ours: &Tensor,
+    theirs: &Tensor,
+    up: &Tensor,
+    vars: &[&Var],
+    tol: f32,
+) {
+    let ga = (ours * up)
+        .and_then(|t| t.sum_all()?.backward())
+        .expect("bwd");
+    let gb = (theirs * up)
+        .and_then(|t| t.sum_all()?.backward())
+        .expect("bwd");
+    for v in vars {
+        let (p, q) = (
+            ga.get(v.as_tensor()).expect("g"),
+            gb.get(v.as_tensor()).expect("g"),
+        );
+        assert!(
+            max_diff(p, q) < tol,
+            "gradient differs by {}",
+            max_diff(p, q)
+        );
+    }
+}
