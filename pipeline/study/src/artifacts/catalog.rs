@@ -100,11 +100,6 @@ impl Catalog {
     pub fn vocab(&self) -> PathBuf {
         self.stage_dir(Stage::Corpus).join(VOCAB_FILE)
     }
-
-    /// A corpus set's Parquet file.
-    pub fn corpus_set(&self, set: crate::corpus::CorpusSet) -> PathBuf {
-        self.stage_dir(Stage::Corpus).join(corpus_set_file(set))
-    }
 }
 
 /// File name of a model's weights (safetensors, official PyTorch parameter names).
@@ -156,11 +151,6 @@ impl Catalog {
 
 /// File name of the vocabulary inside the corpus folder.
 pub const VOCAB_FILE: &str = "vocab.json";
-
-/// File name of a corpus set inside the corpus folder.
-pub fn corpus_set_file(set: crate::corpus::CorpusSet) -> String {
-    format!("{}.parquet", set.name())
-}
 
 /// Where the figures of notebooks go: `$STUDY_REPORTS`, else `../reports` (from `notebooks/`).
 pub fn reports_dir_from_env() -> PathBuf {

@@ -46,6 +46,21 @@ pub enum CorpusSet {
     EvalJbMisgenText,
 }
 
+impl CorpusSet {
+    /// The set's file name inside the corpus folder.
+    pub fn file_name(self) -> String {
+        format!("{}.parquet", self.name())
+    }
+}
+
+impl crate::artifacts::Catalog {
+    /// A corpus set's Parquet file (here rather than in `artifacts`, which knows no corpus).
+    pub fn corpus_set(&self, set: CorpusSet) -> std::path::PathBuf {
+        self.stage_dir(crate::artifacts::Stage::Corpus)
+            .join(set.file_name())
+    }
+}
+
 /// Which part of the study a set serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetKind {

@@ -58,7 +58,7 @@ pub fn write_corpus(
                 source,
             })?;
         progress.finish();
-        let file = artifacts::corpus_set_file(set);
+        let file = set.file_name();
         let path = out.path().join(&file);
         write_set(&mut df, &path, set, config_hash)?;
         let columns = df

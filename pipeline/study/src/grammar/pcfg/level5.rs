@@ -39,7 +39,6 @@ const LEVEL5: [[[&str; 6]; 6]; 4] = [
 ];
 
 /// Set the level-5 rules (the only place where the four PCFGs differ) to PCFG `pcfg`'s.
-
 pub(super) fn set_level5(rules: &mut [Vec<Vec<Sym>>], pcfg: u8) {
     use Nt::*;
     for (k, nt) in [G, H, I, E1, G1, I1].into_iter().enumerate() {
