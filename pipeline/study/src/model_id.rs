@@ -149,21 +149,8 @@ impl FromStr for ModelId {
             return Ok(ModelId::It);
         }
         let variant = |v: &str| -> Result<VariantName, String> {
-            let methods = Method::ALL.map(Method::as_str).join(", ");
-            let (m, label) = v.split_once('-').ok_or_else(|| {
-                format!("model `{s}` is not `it`, `<method>-<lr label>` or `<variant>@<α>`")
-            })?;
-            let method = Method::ALL
-                .into_iter()
-                .find(|x| x.as_str() == m)
-                .ok_or_else(|| format!("model `{s}`: unknown method `{m}`; methods: {methods}"))?;
-            if label.is_empty() {
-                return Err(format!("model `{s}`: empty learning-rate label"));
-            }
-            Ok(VariantName {
-                method,
-                lr_label: label.to_owned(),
-            })
+            v.parse()
+                .map_err(|e| format!("model `{s}` is not `it`, a variant or `<variant>@<α>`: {e}"))
         };
         match s.rsplit_once('@') {
             None => variant(s).map(ModelId::Variant),

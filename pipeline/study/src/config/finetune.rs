@@ -51,9 +51,33 @@ impl VariantName {
     /// Parse `<method>-<lr label>`, checking the label against `cfg.lrs`.
     pub fn parse(name: &str, cfg: &FinetuneConfig) -> Result<Self, String> {
         let labels = cfg.lrs.keys().cloned().collect::<Vec<_>>().join(", ");
+        let v: VariantName = name
+            .parse()
+            .map_err(|e| format!("{e} (finetune.yaml `lrs` has: {labels})"))?;
+        if !cfg.lrs.contains_key(&v.lr_label) {
+            return Err(format!(
+                "unknown learning-rate label `{}` in variant `{name}`; finetune.yaml `lrs` has: {labels}",
+                v.lr_label
+            ));
+        }
+        Ok(v)
+    }
+
+    /// `<method>-<lr label>`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.method.as_str(), self.lr_label)
+    }
+}
+
+impl std::str::FromStr for VariantName {
+    type Err = String;
+
+    /// `<method>-<lr label>` with any non-empty label (tables name the labels a config had;
+    /// [`VariantName::parse`] also checks it against a config).
+    fn from_str(name: &str) -> Result<Self, String> {
         let methods = Method::ALL.map(Method::as_str).join(", ");
         let (m, label) = name.split_once('-').ok_or_else(|| {
-            format!("variant `{name}` is not `<method>-<lr label>` (methods: {methods}; labels: {labels})")
+            format!("variant `{name}` is not `<method>-<lr label>` (methods: {methods})")
         })?;
         let method = Method::ALL
             .into_iter()
@@ -61,20 +85,13 @@ impl VariantName {
             .ok_or_else(|| {
                 format!("unknown method `{m}` in variant `{name}`; methods: {methods}")
             })?;
-        if !cfg.lrs.contains_key(label) {
-            return Err(format!(
-                "unknown learning-rate label `{label}` in variant `{name}`; finetune.yaml `lrs` has: {labels}"
-            ));
+        if label.is_empty() {
+            return Err(format!("variant `{name}` has an empty learning-rate label"));
         }
         Ok(Self {
             method,
             lr_label: label.to_owned(),
         })
-    }
-
-    /// `<method>-<lr label>`.
-    pub fn name(&self) -> String {
-        format!("{}-{}", self.method.as_str(), self.lr_label)
     }
 }
 

@@ -34,6 +34,40 @@ pub(super) fn without_references(test: &Matrix, references: &[&Matrix]) -> Matri
     Matrix::from_rows(&kept).unwrap_or_else(|_| Matrix::zeros(0, test.cols()))
 }
 
+/// The attacked inputs' activations of `model` at one (layer, hook, pool), grouped by budget and
+/// outcome: `(adversarial@<factor>, attack_success | attack_failure, rows)`, budgets ascending.
+pub(super) fn attacked_groups(
+    adversarial: &[AdversarialActivation],
+    model: &str,
+    layer: u16,
+    hook: Hook,
+    pool: Pool,
+) -> Vec<(String, &'static str, Vec<Vec<f64>>)> {
+    let mut by_attack: BTreeMap<(u64, bool), Vec<Vec<f64>>> = BTreeMap::new();
+    for a in adversarial.iter().filter(|a| {
+        a.model == model
+            && a.activation.layer == layer
+            && a.activation.hook == hook
+            && a.activation.pool == pool
+    }) {
+        by_attack
+            .entry((a.factor.to_bits(), a.success))
+            .or_default()
+            .push(a.activation.values.iter().map(|&x| f64::from(x)).collect());
+    }
+    by_attack
+        .into_iter()
+        .map(|((bits, success), rows)| {
+            let group = if success {
+                "attack_success"
+            } else {
+                "attack_failure"
+            };
+            (format!("adversarial@{}", f64::from_bits(bits)), group, rows)
+        })
+        .collect()
+}
+
 /// The selection of one probe table slice.
 pub(super) fn sel<'a>(
     sets: &'a [&'a str],

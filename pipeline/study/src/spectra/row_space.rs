@@ -3,7 +3,7 @@
 //! gain of ΔW on each group, and the refusal direction's alignment with ΔW — each against its
 //! chance control.
 
-use super::analyse::{is_std_set, sel};
+use super::analyse::{attacked_groups, is_std_set, sel};
 use super::*;
 
 /// The row-space, gain and refusal-direction rows of one model at one layer.
@@ -39,29 +39,8 @@ pub(super) fn row_space(
             m(&[set.as_str()], Group::Unsafe, Split::Test)?,
         ));
     }
-    let mut by_attack: BTreeMap<(u64, bool), Vec<Vec<f64>>> = BTreeMap::new();
-    for a in inputs.adversarial.iter().filter(|a| {
-        a.model == model
-            && a.activation.layer == layer
-            && a.activation.hook == hook
-            && a.activation.pool == pool
-    }) {
-        by_attack
-            .entry((a.factor.to_bits(), a.success))
-            .or_default()
-            .push(a.activation.values.iter().map(|&x| f64::from(x)).collect());
-    }
-    for ((bits, success), rows) in by_attack {
-        let g = if success {
-            "attack_success"
-        } else {
-            "attack_failure"
-        };
-        groups.push((
-            format!("adversarial@{}", f64::from_bits(bits)),
-            g,
-            ctx(Matrix::from_rows(&rows), what)?,
-        ));
+    for (set, group, rows) in attacked_groups(inputs.adversarial, model, layer, hook, pool) {
+        groups.push((set, group, ctx(Matrix::from_rows(&rows), what)?));
     }
     let opts = RowSpaceOptions {
         top_k: cfg.row_space_top_k,

@@ -1,7 +1,7 @@
 //! τ (Fig. 3: cluster separation of safe and unsafe activations) per model and layer, and the
 //! α-interpolation's τ and behaviour (claim C15).
 
-use super::analyse::{is_std_set, sel, tau_metric_name, without_references};
+use super::analyse::{attacked_groups, is_std_set, sel, tau_metric_name, without_references};
 use super::*;
 
 /// The probed sets of one τ analysis: all of them, and those with reference rows.
@@ -60,29 +60,8 @@ pub(super) fn tau_rows(
                 clean(m(&[set.as_str()], Group::Unsafe, Split::Test)?),
             ));
         }
-        let mut by_attack: BTreeMap<(u64, bool), Vec<Vec<f64>>> = BTreeMap::new();
-        for a in adversarial.iter().filter(|a| {
-            a.model == model
-                && a.activation.layer == layer
-                && a.activation.hook == hook
-                && a.activation.pool == pool
-        }) {
-            by_attack
-                .entry((a.factor.to_bits(), a.success))
-                .or_default()
-                .push(a.activation.values.iter().map(|&x| f64::from(x)).collect());
-        }
-        for ((bits, success), rows) in by_attack {
-            let g = if success {
-                "attack_success"
-            } else {
-                "attack_failure"
-            };
-            groups.push((
-                format!("adversarial@{}", f64::from_bits(bits)),
-                g.into(),
-                ctx(Matrix::from_rows(&rows), what)?,
-            ));
+        for (set, group, rows) in attacked_groups(adversarial, model, layer, hook, pool) {
+            groups.push((set, group.into(), ctx(Matrix::from_rows(&rows), what)?));
         }
         for metric in [TauMetric::L2, TauMetric::Cosine] {
             let opts = TauOptions {
