@@ -88,20 +88,28 @@ pub fn read_tokens(
         .column("text_len")
         .and_then(|c| c.u8().map(|ca| ca.into_no_null_iter().collect()))
         .map_err(|e| err(e.to_string()))?;
-    let types: Vec<SampleType> = match df.column("sample_type") {
-        Ok(c) => c
-            .str()
+    // Only the held-out pre-training set records how each row was drawn (its schema requires the
+    // column); every other set's rows are full sequences.
+    let types: Vec<SampleType> = if set == CorpusSet::PretrainTest {
+        df.column("sample_type")
+            .and_then(|c| c.str().cloned())
             .map_err(|e| err(e.to_string()))?
             .iter()
-            .map(|s| {
-                let s = s.unwrap_or("");
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.ok_or_else(|| err(format!("column `sample_type` is null at row {i}")))?;
                 SampleType::ALL
                     .into_iter()
                     .find(|t| t.as_str() == s)
-                    .ok_or_else(|| err(format!("unknown sample type `{s}`")))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "column `sample_type` row {i}: unknown sample type `{s}`"
+                        ))
+                    })
             })
-            .collect::<Result<_, _>>()?,
-        Err(_) => vec![SampleType::Full; lens.len()],
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![SampleType::Full; lens.len()]
     };
     let lists = crate::artifacts::token_lists(&df, column)
         .map_err(|e| err(format!("column `{column}`: {e}")))?;
