@@ -256,82 +256,74 @@ fn run_attacks(
         None => "insert".to_owned(),
         Some(p) => format!("perturb_{}", p.as_str()),
     };
-    // One (model, budget) attack after the other: run side by side they were slower (27.9 vs
-    // 24.4 s on the `cpu` seed-0 models at 2 threads), each attack's backward already using the
-    // pool.
-    let jobs: Vec<(&EvalModel, f64)> = models
-        .iter()
-        .filter(|m| !m.id.is_it())
-        .flat_map(|m| a.budget_factors.iter().map(move |&f| (m, f)))
-        .collect();
-    let attacked: Vec<_> = jobs
-        .iter()
-        .map(|&(m, factor)| {
-            let spec = AttackSpec::from_config(a, factor);
-            attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| EvaluateError::Attack {
-                model: m.id.to_string(),
-                factor,
-                source,
-            })
-        })
-        .collect::<Result<_>>()?;
+    // One (model, budget) attack after the other: side by side they were slower (27.9 vs 24.4 s
+    // on the `cpu` seed-0 models at 2 threads), each attack's backward already using the pool.
     let mut out = Vec::new();
     let mut emb = Embeddings::new();
-    for (&(m, factor), outcomes) in jobs.iter().zip(attacked) {
-        let spec = AttackSpec::from_config(a, factor);
-        // Rows of δ per attacked input; they must agree to stack into one tensor.
-        let lens: std::collections::BTreeSet<usize> = rows
-            .iter()
-            .map(|r| placement.delta_len(&spec, r.text_len))
-            .collect();
-        let n = match lens.into_iter().collect::<Vec<_>>()[..] {
-            [n] => n,
-            ref many => {
-                return Err(EvaluateError::RaggedAttack {
-                    placement: placement_name,
-                    lens: many.to_vec(),
+    for m in models.iter().filter(|m| !m.id.is_it()) {
+        for &factor in &a.budget_factors {
+            let spec = AttackSpec::from_config(a, factor);
+            let outcomes = attack_placed(&m.gpt, &rows, &spec, placement).map_err(|source| {
+                EvaluateError::Attack {
+                    model: m.id.to_string(),
+                    factor,
+                    source,
+                }
+            })?;
+            // Rows of δ per attacked input; they must agree to stack into one tensor.
+            let lens: std::collections::BTreeSet<usize> = rows
+                .iter()
+                .map(|r| placement.delta_len(&spec, r.text_len))
+                .collect();
+            let n = match lens.into_iter().collect::<Vec<_>>()[..] {
+                [n] => n,
+                ref many => {
+                    return Err(EvaluateError::RaggedAttack {
+                        placement: placement_name,
+                        lens: many.to_vec(),
+                    });
+                }
+            };
+            let d = m.gpt.config().n_embd;
+            let flat: Vec<f32> = outcomes
+                .iter()
+                .flat_map(|o| o.delta.iter().copied())
+                .collect();
+            let key = format!("{}/{factor}", m.id);
+            emb.insert(
+                format!("{key}/delta"),
+                Tensor::from_vec(flat, (outcomes.len(), n, d), device)?,
+            );
+            let ids: Vec<u32> = picked.iter().map(|&i| table.sample_id[i]).collect();
+            let len = ids.len();
+            emb.insert(
+                format!("{key}/sample_id"),
+                Tensor::from_vec(ids, len, device)?,
+            );
+            let rate = outcomes.iter().filter(|o| o.success).count() as f64 / len.max(1) as f64;
+            tracing::info!(model = %m.id, factor, "soft-token attack success {:.1}%", 100.0 * rate);
+            for (k, o) in outcomes.into_iter().enumerate() {
+                let i = picked[k];
+                out.push(AdvRow {
+                    model: m.id.to_string(),
+                    method: m.id.method_name().to_owned(),
+                    mode: match spec.mode {
+                        AttackMode::Intended => "intended",
+                        AttackMode::Literal => "literal",
+                    },
+                    kept: match spec.iterate {
+                        AttackIterate::Last => "last",
+                        AttackIterate::Best => "best",
+                    },
+                    placement: placement_name.clone(),
+                    factor,
+                    n_soft: n as u32,
+                    steps: a.steps as u32,
+                    sample_id: table.sample_id[i],
+                    text_len: table.text_len[i],
+                    outcome: o,
                 });
             }
-        };
-        let d = m.gpt.config().n_embd;
-        let flat: Vec<f32> = outcomes
-            .iter()
-            .flat_map(|o| o.delta.iter().copied())
-            .collect();
-        let key = format!("{}/{factor}", m.id);
-        emb.insert(
-            format!("{key}/delta"),
-            Tensor::from_vec(flat, (outcomes.len(), n, d), device)?,
-        );
-        let ids: Vec<u32> = picked.iter().map(|&i| table.sample_id[i]).collect();
-        let len = ids.len();
-        emb.insert(
-            format!("{key}/sample_id"),
-            Tensor::from_vec(ids, len, device)?,
-        );
-        let rate = outcomes.iter().filter(|o| o.success).count() as f64 / len.max(1) as f64;
-        tracing::info!(model = %m.id, factor, "soft-token attack success {:.1}%", 100.0 * rate);
-        for (k, o) in outcomes.into_iter().enumerate() {
-            let i = picked[k];
-            out.push(AdvRow {
-                model: m.id.to_string(),
-                method: m.id.method_name().to_owned(),
-                mode: match spec.mode {
-                    AttackMode::Intended => "intended",
-                    AttackMode::Literal => "literal",
-                },
-                kept: match spec.iterate {
-                    AttackIterate::Last => "last",
-                    AttackIterate::Best => "best",
-                },
-                placement: placement_name.clone(),
-                factor,
-                n_soft: n as u32,
-                steps: a.steps as u32,
-                sample_id: table.sample_id[i],
-                text_len: table.text_len[i],
-                outcome: o,
-            });
         }
     }
     Ok((out, emb))

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use study::Catalog;
 use study::artifacts::{FileRecord, MODEL_CONFIG_FILE, MODEL_FILE, Manifest, SUMMARY_FILE, Stage};
 use study::config::evaluate::EvalSet;
-use study::config::finetune::Method;
+use study::config::finetune::{Method, VariantName};
 use study::corpus::CorpusSet;
 use study::grammar::vocab::Vocab;
 use study::model_id::ModelId;
@@ -157,12 +157,10 @@ pub fn variant_names(raw: &[String]) -> Result<Vec<String>> {
     raw.iter()
         .filter(|v| !v.is_empty())
         .map(|v| {
-            let ok = v.split_once('-').is_some_and(|(m, label)| {
-                methods.contains(&m)
-                    && !label.is_empty()
-                    && label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            let ok = v.parse::<VariantName>().is_ok_and(|name| {
+                name.lr_label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             });
             anyhow::ensure!(
                 ok,
