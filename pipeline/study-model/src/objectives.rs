@@ -7,6 +7,10 @@
 //!   β_chosen = w_chosen / T and β_rejected = w_rejected / T;
 //! - [`Unlearn`]: descent on the chosen, weighted ascent on the rejected completion (same score).
 //!
+//! DPO and unlearning may add a supervised anchor on safe batches (`w_anchor`, 0 = the official
+//! loss): `w_anchor ·` SSFT's token-mean cross-entropy of the chosen answers, computed from the
+//! same forward pass as the method's scores.
+//!
 //! The scalar pieces ([`sequence_nll`], [`dpo_loss`], [`unlearn_loss`]) take tensors, so tests
 //! pin them against hand-computed values without a model.
 
@@ -29,6 +33,8 @@ pub struct PairBatch {
     pub mask_chosen: Tensor,
     /// Score mask of the rejected sequences.
     pub mask_rejected: Tensor,
+    /// Whether this is a refusal (unsafe) batch; the anchor skips those.
+    pub unsafe_batch: bool,
 }
 
 impl PairBatch {
@@ -43,6 +49,7 @@ impl PairBatch {
             rejected: TokenBatch::new(&pairs.rejected, device)?,
             mask_chosen: mask(&pairs.mask_chosen)?,
             mask_rejected: mask(&pairs.mask_rejected)?,
+            unsafe_batch: pairs.unsafe_batch,
         })
     }
 }
@@ -113,15 +120,50 @@ impl Objective for Ssft {
     }
 }
 
+/// A pair batch's scores under one model.
+struct PairScores {
+    /// Per-sequence score of each chosen row, (B,).
+    chosen: Tensor,
+    /// Per-sequence score of each rejected row, (B,).
+    rejected: Tensor,
+    /// The supervised anchor's cross-entropy of the chosen rows (scalar), when asked for.
+    anchor: Option<Tensor>,
+}
+
 /// Per-sequence scores of chosen and rejected under `model`, in one forward pass over both
-/// (batch 2B: fewer, larger matmuls).
-fn pair_scores(model: &Gpt, batch: &PairBatch) -> Result<(Tensor, Tensor)> {
+/// (batch 2B: fewer, larger matmuls); with `anchor`, also SSFT's token-mean cross-entropy of the
+/// chosen rows from the same logits.
+fn pair_scores(model: &Gpt, batch: &PairBatch, anchor: bool) -> Result<PairScores> {
     let b = batch.chosen.x.dim(0)?;
     let x = Tensor::cat(&[&batch.chosen.x, &batch.rejected.x], 0)?;
     let y = Tensor::cat(&[&batch.chosen.y, &batch.rejected.y], 0)?;
     let m = Tensor::cat(&[&batch.mask_chosen, &batch.mask_rejected], 0)?;
-    let s = sequence_nll(&model.forward(&x, None)?, &y, &m)?;
-    Ok((s.narrow(0, 0, b)?, s.narrow(0, b, b)?))
+    let logits = model.forward(&x, None)?;
+    let s = sequence_nll(&logits, &y, &m)?;
+    let anchor = if anchor {
+        let chosen = logits.narrow(0, 0, b)?;
+        Some(cross_entropy(&chosen, &batch.chosen.y, u32::from(PAD))?.0)
+    } else {
+        None
+    };
+    Ok(PairScores {
+        chosen: s.narrow(0, 0, b)?,
+        rejected: s.narrow(0, b, b)?,
+        anchor,
+    })
+}
+
+/// `loss + w_anchor · anchor` when the batch is safe and the weight is set; else `loss`.
+fn with_anchor(loss: Tensor, anchor: Option<Tensor>, w_anchor: f64) -> Result<Tensor> {
+    match anchor {
+        Some(ce) => loss + (ce * w_anchor)?,
+        None => Ok(loss),
+    }
+}
+
+/// Whether `batch` carries the anchor term: a safe batch under a positive weight.
+fn anchored(batch: &PairBatch, w_anchor: f64) -> bool {
+    w_anchor > 0.0 && !batch.unsafe_batch
 }
 
 /// DPO against a frozen reference model (the IT model; its scores carry no gradient).
@@ -132,21 +174,24 @@ pub struct Dpo {
     pub w_chosen: f64,
     /// Weight of the rejected log-ratio (official w_u = 0.01 at η_M, 0.002 at η_S).
     pub w_rejected: f64,
+    /// Weight of the supervised anchor on safe batches (0: the official loss).
+    pub w_anchor: f64,
 }
 
 impl Objective for Dpo {
     type Batch = PairBatch;
     fn loss(&self, model: &Gpt, batch: &PairBatch) -> Result<Tensor> {
-        let (ref_c, ref_r) = pair_scores(&self.reference, batch)?;
-        let (c, r) = pair_scores(model, batch)?;
-        dpo_loss(
-            &c,
-            &r,
-            &ref_c.detach(),
-            &ref_r.detach(),
+        let reference = pair_scores(&self.reference, batch, false)?;
+        let policy = pair_scores(model, batch, anchored(batch, self.w_anchor))?;
+        let loss = dpo_loss(
+            &policy.chosen,
+            &policy.rejected,
+            &reference.chosen.detach(),
+            &reference.rejected.detach(),
             self.w_chosen,
             self.w_rejected,
-        )
+        )?;
+        with_anchor(loss, policy.anchor, self.w_anchor)
     }
 }
 
@@ -157,13 +202,16 @@ pub struct Unlearn {
     pub w_chosen: f64,
     /// Weight of the ascent term (official 0.1 at η_M, 0.05 at η_S).
     pub w_rejected: f64,
+    /// Weight of the supervised anchor on safe batches (0: the official loss).
+    pub w_anchor: f64,
 }
 
 impl Objective for Unlearn {
     type Batch = PairBatch;
     fn loss(&self, model: &Gpt, batch: &PairBatch) -> Result<Tensor> {
-        let (c, r) = pair_scores(model, batch)?;
-        unlearn_loss(&c, &r, self.w_chosen, self.w_rejected)
+        let s = pair_scores(model, batch, anchored(batch, self.w_anchor))?;
+        let loss = unlearn_loss(&s.chosen, &s.rejected, self.w_chosen, self.w_rejected)?;
+        with_anchor(loss, s.anchor, self.w_anchor)
     }
 }
 
@@ -251,5 +299,86 @@ mod tests {
         let l = unlearn_loss(&t1(&[1.0, 3.0]), &t1(&[2.0, 4.0]), 1.0, 0.1).unwrap();
         // mean(1 − 0.2, 3 − 0.4) = 1.7
         close(f64::from(l.to_scalar::<f32>().unwrap()), 1.7);
+    }
+
+    /// A tiny model and a pair batch of two rows (T = 6), chosen targets on the last three
+    /// positions, rejected targets differing from them.
+    fn model_and_batch(unsafe_batch: bool) -> (Gpt, PairBatch) {
+        use crate::gpt::{Gelu, GptConfig, Params};
+        let cfg = GptConfig {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 8,
+            block_size: 6,
+            vocab_size: 12,
+            mlp_ratio: 4,
+            gelu: Gelu::Exact,
+        };
+        let model = Gpt::new(cfg, Params::init(&cfg, 5, &Device::Cpu).unwrap()).unwrap();
+        let p = u32::from(PAD);
+        let ids = |v: [[u32; 6]; 2]| Tensor::new(&v, &Device::Cpu).unwrap();
+        let x = ids([[1, 2, 3, 4, 5, 6], [1, 3, 2, 4, 6, 5]]);
+        let chosen = TokenBatch {
+            x: x.clone(),
+            y: ids([[p, p, p, 7, 8, 9], [p, p, p, 9, 7, 8]]),
+        };
+        let rejected = TokenBatch {
+            x,
+            y: ids([[p, p, p, 10, 10, 11], [p, p, p, 11, 10, 10]]),
+        };
+        let mask = Tensor::new(&[[0f32, 0.0, 0.0, 1.0, 1.0, 1.0]; 2], &Device::Cpu).unwrap();
+        let batch = PairBatch {
+            chosen,
+            rejected,
+            mask_chosen: mask.clone(),
+            mask_rejected: mask,
+            unsafe_batch,
+        };
+        (model, batch)
+    }
+
+    fn scalar(t: &Tensor) -> f64 {
+        f64::from(t.to_scalar::<f32>().unwrap())
+    }
+
+    #[test]
+    fn the_anchor_adds_ssft_loss_on_safe_batches_only() {
+        for unsafe_batch in [false, true] {
+            let (model, batch) = model_and_batch(unsafe_batch);
+            let ssft = scalar(&Ssft.loss(&model, &batch).unwrap());
+            let plain = Unlearn {
+                w_chosen: 1.0,
+                w_rejected: 0.1,
+                w_anchor: 0.0,
+            };
+            let anchored = Unlearn {
+                w_anchor: 0.5,
+                ..plain
+            };
+            let (l0, l1) = (
+                scalar(&plain.loss(&model, &batch).unwrap()),
+                scalar(&anchored.loss(&model, &batch).unwrap()),
+            );
+            let dpo = |w_anchor| Dpo {
+                reference: model_and_batch(unsafe_batch).0,
+                w_chosen: 0.1,
+                w_rejected: 0.002,
+                w_anchor,
+            };
+            let (d0, d1) = (
+                scalar(&dpo(0.0).loss(&model, &batch).unwrap()),
+                scalar(&dpo(2.0).loss(&model, &batch).unwrap()),
+            );
+            // At the reference DPO's loss is ln 2; the anchor adds its share on safe rows.
+            close(d0, 2f64.ln());
+            if unsafe_batch {
+                close(l1, l0);
+                close(d1, d0);
+            } else {
+                assert!(ssft > 1.0, "an untrained model's cross-entropy: {ssft}");
+                close(l1, l0 + 0.5 * ssft);
+                close(d1, d0 + 2.0 * ssft);
+            }
+        }
     }
 }

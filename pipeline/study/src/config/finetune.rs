@@ -109,6 +109,13 @@ pub struct MethodConfig {
     /// unlearning: 0.1 / 0.05). Unused by SSFT.
     #[serde(default)]
     pub w_rejected: BTreeMap<String, f64>,
+    /// Weight of a supervised anchor added to DPO's or unlearning's loss: the token-mean
+    /// cross-entropy of the chosen (correct) answers of *safe* batches, SSFT's loss on the rows
+    /// the method should leave alone. Absent or 0: the official loss. Unused by SSFT, whose loss
+    /// is that term already. (A departure from the official trainers for the `cpu` preset —
+    /// README pilot 25.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub w_anchor: f64,
     /// This method's own length and schedule shape; absent: the shared `steps`, `warmup` and
     /// `decay_end`. (The methods need different lengths: on the 4-layer cpu model DPO loses its
     /// safe answers in long runs that SSFT needs to learn the branch rule — README pilot 14.)
@@ -146,6 +153,12 @@ impl Schedule {
 
 fn one() -> f64 {
     1.0
+}
+
+// serde's `skip_serializing_if` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The three methods' settings.
@@ -324,6 +337,18 @@ impl StageConfig for FinetuneConfig {
             if let Some(s) = &c.schedule {
                 s.validate(&format!("methods.{}.schedule.", m.as_str()))?;
             }
+            if !(c.w_anchor.is_finite() && c.w_anchor >= 0.0) {
+                return Err(FieldError::new(
+                    format!("methods.{}.w_anchor", m.as_str()),
+                    format!("{} must be ≥ 0 (0: the official loss)", c.w_anchor),
+                ));
+            }
+            if m == Method::Ssft && c.w_anchor != 0.0 {
+                return Err(FieldError::new(
+                    "methods.ssft.w_anchor",
+                    "SSFT's loss is the supervised term already; remove the field",
+                ));
+            }
             if m != Method::Ssft {
                 for label in self.lrs.keys() {
                     if !c.w_rejected.contains_key(label) {
@@ -383,6 +408,15 @@ mod tests {
             !serde_json::to_string(&base)
                 .expect("json")
                 .contains("schedule")
+        );
+        // Likewise the anchor: absent (0, the official loss) it is not serialized.
+        let anchor = cfg(&["methods.dpo.w_anchor=0.1"]);
+        assert_eq!(base.variant_hash(&ssft_m), anchor.variant_hash(&ssft_m));
+        assert_ne!(base.variant_hash(&dpo_m), anchor.variant_hash(&dpo_m));
+        assert!(
+            !serde_json::to_string(&base)
+                .expect("json")
+                .contains("w_anchor")
         );
         // Shared fields reach every variant.
         let steps = cfg(&["steps=11"]);
@@ -461,5 +495,17 @@ eval_rows: 16
         assert!(e.to_string().contains("methods.dpo.schedule.steps"), "{e}");
         let e = over("methods.dpo.schedule={steps: 6}").expect_err("partial");
         assert!(e.to_string().contains("warmup"), "{e}");
+    }
+
+    #[test]
+    fn the_anchor_is_for_dpo_and_unlearning_and_never_negative() {
+        let over = |o: &str| from_yaml::<FinetuneConfig>(YAML, Path::new("f.yaml"), &[o.into()]);
+        let cfg = over("methods.unlearn.w_anchor=0.5").expect("ok");
+        assert_eq!(cfg.methods.unlearn.w_anchor, 0.5);
+        assert_eq!(cfg.methods.dpo.w_anchor, 0.0);
+        let e = over("methods.ssft.w_anchor=0.5").expect_err("ssft");
+        assert!(e.to_string().contains("methods.ssft.w_anchor"), "{e}");
+        let e = over("methods.dpo.w_anchor=-1.0").expect_err("negative");
+        assert!(e.to_string().contains("methods.dpo.w_anchor"), "{e}");
     }
 }
