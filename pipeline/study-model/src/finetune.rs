@@ -226,7 +226,7 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
                 reference: load()?,
                 w_chosen: method_cfg.w_chosen,
                 w_rejected,
-                w_anchor: method_cfg.w_anchor,
+                w_anchor: method_cfg.w_anchor.at(&variant.lr_label),
             };
             train_with(&model, &mut opt, &objective, spec, &mut hooks)
         }
@@ -234,7 +234,7 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
             let objective = Unlearn {
                 w_chosen: method_cfg.w_chosen,
                 w_rejected,
-                w_anchor: method_cfg.w_anchor,
+                w_anchor: method_cfg.w_anchor.at(&variant.lr_label),
             };
             train_with(&model, &mut opt, &objective, spec, &mut hooks)
         }

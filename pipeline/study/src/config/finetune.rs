@@ -111,11 +111,12 @@ pub struct MethodConfig {
     pub w_rejected: BTreeMap<String, f64>,
     /// Weight of a supervised anchor added to DPO's or unlearning's loss: the token-mean
     /// cross-entropy of the chosen (correct) answers of *safe* batches, SSFT's loss on the rows
-    /// the method should leave alone. Absent or 0: the official loss. Unused by SSFT, whose loss
-    /// is that term already. (A departure from the official trainers for the `cpu` preset —
-    /// README pilot 25.)
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub w_anchor: f64,
+    /// the method should leave alone. One number for every learning rate, or a map naming each
+    /// lr label (`{medium: 0.03, small: 0.05}`). Absent or 0: the official loss. Unused by SSFT,
+    /// whose loss is that term already. (A departure from the official trainers for the `cpu`
+    /// preset — README pilots 25–29.)
+    #[serde(default, skip_serializing_if = "AnchorWeight::is_absent")]
+    pub w_anchor: AnchorWeight,
     /// This method's own length and schedule shape; absent: the shared `steps`, `warmup` and
     /// `decay_end`. (The methods need different lengths: on the 4-layer cpu model DPO loses its
     /// safe answers in long runs that SSFT needs to learn the branch rule — README pilot 14.)
@@ -155,10 +156,77 @@ fn one() -> f64 {
     1.0
 }
 
-// serde's `skip_serializing_if` passes a reference.
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
+/// The supervised anchor's weight (`methods.<m>.w_anchor`): the same for every learning rate, or
+/// one per lr label. Written as a number or a map in YAML.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnchorWeight {
+    /// One weight for every learning-rate label (0: no anchor).
+    Every(f64),
+    /// A weight per learning-rate label; must name every label of `lrs` and no other.
+    PerLabel(BTreeMap<String, f64>),
+}
+
+impl Default for AnchorWeight {
+    fn default() -> Self {
+        Self::Every(0.0)
+    }
+}
+
+impl AnchorWeight {
+    /// The weight a run at learning-rate label `label` uses (0 where a map lacks the label, which
+    /// validation rules out).
+    pub fn at(&self, label: &str) -> f64 {
+        match self {
+            Self::Every(w) => *w,
+            Self::PerLabel(map) => map.get(label).copied().unwrap_or(0.0),
+        }
+    }
+
+    /// The field's default (no anchor), which is left out when serialized so that configs
+    /// without it keep their hashes.
+    fn is_absent(&self) -> bool {
+        *self == Self::Every(0.0)
+    }
+
+    fn weights(&self) -> Vec<(Option<&str>, f64)> {
+        match self {
+            Self::Every(w) => vec![(None, *w)],
+            Self::PerLabel(map) => map.iter().map(|(k, w)| (Some(k.as_str()), *w)).collect(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AnchorWeight {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = AnchorWeight;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a weight, or a map from learning-rate label to weight")
+            }
+            fn visit_f64<E: serde::de::Error>(self, w: f64) -> Result<AnchorWeight, E> {
+                Ok(AnchorWeight::Every(w))
+            }
+            // Integers are weights too (`w_anchor: 1`); the cast is exact for any sane weight.
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_i64<E: serde::de::Error>(self, w: i64) -> Result<AnchorWeight, E> {
+                Ok(AnchorWeight::Every(w as f64))
+            }
+            #[allow(clippy::cast_precision_loss)]
+            fn visit_u64<E: serde::de::Error>(self, w: u64) -> Result<AnchorWeight, E> {
+                Ok(AnchorWeight::Every(w as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AnchorWeight, A::Error> {
+                let m = BTreeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(AnchorWeight::PerLabel(m))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// The three methods' settings.
@@ -279,12 +347,21 @@ impl FinetuneConfig {
         }
         if let Some(methods) = view.get_mut("methods").and_then(|v| v.as_object_mut()) {
             methods.retain(|k, _| k == variant.method.as_str());
-            if let Some(w) = methods
+            if let Some(m) = methods
                 .get_mut(variant.method.as_str())
-                .and_then(|m| m.get_mut("w_rejected"))
-                .and_then(|w| w.as_object_mut())
+                .and_then(|m| m.as_object_mut())
             {
-                w.retain(|k, _| k == label);
+                if let Some(w) = m.get_mut("w_rejected").and_then(|w| w.as_object_mut()) {
+                    w.retain(|k, _| k == label);
+                }
+                // The anchor as the variant reads it: its own label's weight, left out at 0 —
+                // so `0.03` and `{medium: 0.03, small: 0.1}` give dpo-medium one hash.
+                let anchor = self.methods.get(variant.method).w_anchor.at(label);
+                if anchor == 0.0 {
+                    m.remove("w_anchor");
+                } else {
+                    m.insert("w_anchor".into(), anchor.into());
+                }
             }
         }
         super::config_hash(&view)
@@ -337,16 +414,37 @@ impl StageConfig for FinetuneConfig {
             if let Some(s) = &c.schedule {
                 s.validate(&format!("methods.{}.schedule.", m.as_str()))?;
             }
-            if !(c.w_anchor.is_finite() && c.w_anchor >= 0.0) {
-                return Err(FieldError::new(
-                    format!("methods.{}.w_anchor", m.as_str()),
-                    format!("{} must be ≥ 0 (0: the official loss)", c.w_anchor),
-                ));
+            let field = format!("methods.{}.w_anchor", m.as_str());
+            for (label, w) in c.w_anchor.weights() {
+                let field = label.map_or_else(|| field.clone(), |l| format!("{field}.{l}"));
+                if !(w.is_finite() && w >= 0.0) {
+                    return Err(FieldError::new(
+                        field,
+                        format!("{w} must be ≥ 0 (0: the official loss)"),
+                    ));
+                }
+                if m == Method::Ssft && w != 0.0 {
+                    return Err(FieldError::new(
+                        field,
+                        "SSFT's loss is the supervised term already; remove the field",
+                    ));
+                }
+                if let Some(l) = label
+                    && !self.lrs.contains_key(l)
+                {
+                    let labels: Vec<&str> = self.lrs.keys().map(String::as_str).collect();
+                    return Err(FieldError::new(
+                        field,
+                        format!("`{l}` is not an lr label (lrs: {})", labels.join(", ")),
+                    ));
+                }
             }
-            if m == Method::Ssft && c.w_anchor != 0.0 {
+            if let AnchorWeight::PerLabel(map) = &c.w_anchor
+                && let Some(missing) = self.lrs.keys().find(|l| !map.contains_key(*l))
+            {
                 return Err(FieldError::new(
-                    "methods.ssft.w_anchor",
-                    "SSFT's loss is the supervised term already; remove the field",
+                    field,
+                    format!("has no weight for lr label `{missing}` (a map names every label)"),
                 ));
             }
             if m != Method::Ssft {
@@ -501,11 +599,73 @@ eval_rows: 16
     fn the_anchor_is_for_dpo_and_unlearning_and_never_negative() {
         let over = |o: &str| from_yaml::<FinetuneConfig>(YAML, Path::new("f.yaml"), &[o.into()]);
         let cfg = over("methods.unlearn.w_anchor=0.5").expect("ok");
-        assert_eq!(cfg.methods.unlearn.w_anchor, 0.5);
-        assert_eq!(cfg.methods.dpo.w_anchor, 0.0);
+        assert_eq!(cfg.methods.unlearn.w_anchor, AnchorWeight::Every(0.5));
+        assert_eq!(
+            (
+                cfg.methods.unlearn.w_anchor.at("small"),
+                cfg.methods.dpo.w_anchor.at("medium")
+            ),
+            (0.5, 0.0)
+        );
+        assert_eq!(
+            over("methods.unlearn.w_anchor=2")
+                .expect("int")
+                .methods
+                .unlearn
+                .w_anchor
+                .at("medium"),
+            2.0
+        );
         let e = over("methods.ssft.w_anchor=0.5").expect_err("ssft");
         assert!(e.to_string().contains("methods.ssft.w_anchor"), "{e}");
         let e = over("methods.dpo.w_anchor=-1.0").expect_err("negative");
         assert!(e.to_string().contains("methods.dpo.w_anchor"), "{e}");
+        let e = over("methods.dpo.w_anchor=heavy").expect_err("a string");
+        assert!(e.to_string().contains("a weight, or a map"), "{e}");
+    }
+
+    #[test]
+    fn a_per_label_anchor_names_every_label_and_reaches_its_own_variant_only() {
+        let over = |o: &[&str]| {
+            from_yaml::<FinetuneConfig>(
+                YAML,
+                Path::new("f.yaml"),
+                &o.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let cfg = over(&["methods.dpo.w_anchor={medium: 0.03, small: 0.1}"]).expect("ok");
+        assert_eq!(
+            (
+                cfg.methods.dpo.w_anchor.at("medium"),
+                cfg.methods.dpo.w_anchor.at("small")
+            ),
+            (0.03, 0.1)
+        );
+        let e = over(&["methods.dpo.w_anchor={medium: 0.03}"]).expect_err("small missing");
+        assert!(
+            e.to_string().contains("methods.dpo.w_anchor") && e.to_string().contains("`small`"),
+            "{e}"
+        );
+        let e = over(&["methods.dpo.w_anchor={medium: 0.03, small: 0.1, tiny: 0.2}"])
+            .expect_err("unknown label");
+        assert!(e.to_string().contains("methods.dpo.w_anchor.tiny"), "{e}");
+        let e = over(&["methods.unlearn.w_anchor={medium: 1.0, small: -3.0}"]).expect_err("<0");
+        assert!(
+            e.to_string().contains("methods.unlearn.w_anchor.small"),
+            "{e}"
+        );
+        let e = over(&["methods.ssft.w_anchor={medium: 0.0, small: 0.5}"]).expect_err("ssft");
+        assert!(e.to_string().contains("methods.ssft.w_anchor.small"), "{e}");
+        // The hash follows the weight the variant trains with, however it is written.
+        let base = over(&[]).expect("ok");
+        let v = |name: &str| VariantName::parse(name, &base).expect("variant");
+        let (dpo_m, dpo_s) = (v("dpo-medium"), v("dpo-small"));
+        let one = over(&["methods.dpo.w_anchor=0.03"]).expect("ok");
+        let zero_small = over(&["methods.dpo.w_anchor={medium: 0.03, small: 0.0}"]).expect("ok");
+        assert_eq!(one.variant_hash(&dpo_m), cfg.variant_hash(&dpo_m));
+        assert_eq!(one.variant_hash(&dpo_m), zero_small.variant_hash(&dpo_m));
+        assert_ne!(one.variant_hash(&dpo_s), cfg.variant_hash(&dpo_s));
+        assert_eq!(base.variant_hash(&dpo_s), zero_small.variant_hash(&dpo_s));
+        assert_ne!(base.variant_hash(&dpo_m), one.variant_hash(&dpo_m));
     }
 }
