@@ -36,8 +36,8 @@ pub enum Gelu {
     /// libm's scalar `tanhf`, one value at a time (the numbers of every run before 2026-12-04).
     #[default]
     Exact,
-    /// `wide`'s vectorised `tanh`, eight lanes at a time: 1.15–1.19× the whole `cpu` training step
-    /// (`make bench-pytorch`, README).
+    /// `wide`'s vectorised `tanh` (exp-based), computed lane by lane at the CPU's SIMD width and
+    /// bit-identical to `wide`'s own eight lanes (`study_model::ops`; README, issue #13).
     Vectorised,
 }
 
