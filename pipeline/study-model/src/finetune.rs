@@ -188,7 +188,7 @@ pub fn finetune(run: Run<'_>, out: &StageDir, progress: impl FnMut(Progress)) ->
         start: 0,
         steps: schedule.steps,
     };
-    let prob_unsafe = cfg.prob_unsafe(variant.method);
+    let prob_unsafe = cfg.prob_unsafe(variant.method, &variant.lr_label);
     let mut hooks = Finetune {
         batches: BatchSpec {
             safe_branch: &run.data.train[0],

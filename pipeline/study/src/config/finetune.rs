@@ -100,8 +100,9 @@ impl std::str::FromStr for VariantName {
 #[serde(deny_unknown_fields)]
 pub struct MethodConfig {
     /// Probability that a batch is a refusal (unsafe) batch; one coin per step, as the official
-    /// trainers toss it (SSFT 0.2, DPO and unlearning 0.5).
-    pub prob_unsafe: f64,
+    /// trainers toss it (SSFT 0.2, DPO and unlearning 0.5). One number for every learning rate,
+    /// or a map naming each lr label (`{medium: 0.7, small: 0.5}`; README pilots 30–33).
+    pub prob_unsafe: PerRate,
     /// Weight of the chosen term (DPO w_s = 0.1; unlearning 1.0; unused by SSFT).
     #[serde(default = "one")]
     pub w_chosen: f64,
@@ -115,8 +116,8 @@ pub struct MethodConfig {
     /// lr label (`{medium: 0.03, small: 0.05}`). Absent or 0: the official loss. Unused by SSFT,
     /// whose loss is that term already. (A departure from the official trainers for the `cpu`
     /// preset — README pilots 25–29.)
-    #[serde(default, skip_serializing_if = "AnchorWeight::is_absent")]
-    pub w_anchor: AnchorWeight,
+    #[serde(default, skip_serializing_if = "PerRate::is_zero")]
+    pub w_anchor: PerRate,
     /// This method's own length and schedule shape; absent: the shared `steps`, `warmup` and
     /// `decay_end`. (The methods need different lengths: on the 4-layer cpu model DPO loses its
     /// safe answers in long runs that SSFT needs to learn the branch rule — README pilot 14.)
@@ -156,25 +157,25 @@ fn one() -> f64 {
     1.0
 }
 
-/// The supervised anchor's weight (`methods.<m>.w_anchor`): the same for every learning rate, or
-/// one per lr label. Written as a number or a map in YAML.
+/// A per-method number that may differ by learning rate (`prob_unsafe`, `w_anchor`): one value
+/// for every lr label, or a map naming each label. Written as a number or a map in YAML.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum AnchorWeight {
-    /// One weight for every learning-rate label (0: no anchor).
+pub enum PerRate {
+    /// One value for every learning-rate label.
     Every(f64),
-    /// A weight per learning-rate label; must name every label of `lrs` and no other.
+    /// A value per learning-rate label; must name every label of `lrs` and no other.
     PerLabel(BTreeMap<String, f64>),
 }
 
-impl Default for AnchorWeight {
+impl Default for PerRate {
     fn default() -> Self {
         Self::Every(0.0)
     }
 }
 
-impl AnchorWeight {
-    /// The weight a run at learning-rate label `label` uses (0 where a map lacks the label, which
+impl PerRate {
+    /// The value a run at learning-rate label `label` uses (0 where a map lacks the label, which
     /// validation rules out).
     pub fn at(&self, label: &str) -> f64 {
         match self {
@@ -183,46 +184,69 @@ impl AnchorWeight {
         }
     }
 
-    /// The field's default (no anchor), which is left out when serialized so that configs
+    /// A default-valued optional field (no anchor), left out when serialized so that configs
     /// without it keep their hashes.
-    fn is_absent(&self) -> bool {
+    fn is_zero(&self) -> bool {
         *self == Self::Every(0.0)
     }
 
-    fn weights(&self) -> Vec<(Option<&str>, f64)> {
+    /// Check every value with `ok` and, for a map, that it names exactly `labels`; errors name
+    /// `field` (and the label).
+    fn validate(
+        &self,
+        field: &str,
+        labels: &BTreeMap<String, f64>,
+        ok: impl Fn(f64) -> Result<(), String>,
+    ) -> Result<(), FieldError> {
         match self {
-            Self::Every(w) => vec![(None, *w)],
-            Self::PerLabel(map) => map.iter().map(|(k, w)| (Some(k.as_str()), *w)).collect(),
+            Self::Every(v) => ok(*v).map_err(|m| FieldError::new(field, m)),
+            Self::PerLabel(map) => {
+                for (label, v) in map {
+                    let at = format!("{field}.{label}");
+                    if !labels.contains_key(label) {
+                        let known: Vec<&str> = labels.keys().map(String::as_str).collect();
+                        return Err(FieldError::new(
+                            at,
+                            format!("`{label}` is not an lr label (lrs: {})", known.join(", ")),
+                        ));
+                    }
+                    ok(*v).map_err(|m| FieldError::new(at, m))?;
+                }
+                match labels.keys().find(|l| !map.contains_key(*l)) {
+                    Some(missing) => Err(FieldError::new(
+                        field,
+                        format!("has no value for lr label `{missing}` (a map names every label)"),
+                    )),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
-impl<'de> Deserialize<'de> for AnchorWeight {
+impl<'de> Deserialize<'de> for PerRate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = AnchorWeight;
+            type Value = PerRate;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a weight, or a map from learning-rate label to weight")
+                f.write_str("a number, or a map from learning-rate label to number")
             }
-            fn visit_f64<E: serde::de::Error>(self, w: f64) -> Result<AnchorWeight, E> {
-                Ok(AnchorWeight::Every(w))
+            fn visit_f64<E: serde::de::Error>(self, w: f64) -> Result<PerRate, E> {
+                Ok(PerRate::Every(w))
             }
-            // Integers are weights too (`w_anchor: 1`); the cast is exact for any sane weight.
+            // Integers are numbers too (`w_anchor: 1`); the cast is exact for any sane value.
             #[allow(clippy::cast_precision_loss)]
-            fn visit_i64<E: serde::de::Error>(self, w: i64) -> Result<AnchorWeight, E> {
-                Ok(AnchorWeight::Every(w as f64))
+            fn visit_i64<E: serde::de::Error>(self, w: i64) -> Result<PerRate, E> {
+                Ok(PerRate::Every(w as f64))
             }
             #[allow(clippy::cast_precision_loss)]
-            fn visit_u64<E: serde::de::Error>(self, w: u64) -> Result<AnchorWeight, E> {
-                Ok(AnchorWeight::Every(w as f64))
+            fn visit_u64<E: serde::de::Error>(self, w: u64) -> Result<PerRate, E> {
+                Ok(PerRate::Every(w as f64))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<AnchorWeight, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PerRate, A::Error> {
                 let m = BTreeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(AnchorWeight::PerLabel(m))
+                Ok(PerRate::PerLabel(m))
             }
         }
         d.deserialize_any(Visit)
@@ -314,9 +338,11 @@ fn yes() -> bool {
 }
 
 impl FinetuneConfig {
-    /// The refusal-batch probability of `m` (the data-matched value when set).
-    pub fn prob_unsafe(&self, m: Method) -> f64 {
-        self.data_matched.unwrap_or(self.methods.get(m).prob_unsafe)
+    /// The refusal-batch probability of `m` at learning-rate label `label` (the data-matched
+    /// value when set).
+    pub fn prob_unsafe(&self, m: Method, label: &str) -> f64 {
+        self.data_matched
+            .unwrap_or(self.methods.get(m).prob_unsafe.at(label))
     }
 
     /// The length and schedule shape of `m`'s runs: its own `schedule` when set, else the shared
@@ -354,9 +380,11 @@ impl FinetuneConfig {
                 if let Some(w) = m.get_mut("w_rejected").and_then(|w| w.as_object_mut()) {
                     w.retain(|k, _| k == label);
                 }
-                // The anchor as the variant reads it: its own label's weight, left out at 0 —
-                // so `0.03` and `{medium: 0.03, small: 0.1}` give dpo-medium one hash.
-                let anchor = self.methods.get(variant.method).w_anchor.at(label);
+                // Per-rate values as the variant reads them, its own label's (the anchor left
+                // out at 0): `0.03` and `{medium: 0.03, small: 0.1}` give dpo-medium one hash.
+                let own = self.methods.get(variant.method);
+                m.insert("prob_unsafe".into(), own.prob_unsafe.at(label).into());
+                let anchor = own.w_anchor.at(label);
                 if anchor == 0.0 {
                     m.remove("w_anchor");
                 } else {
@@ -365,6 +393,14 @@ impl FinetuneConfig {
             }
         }
         super::config_hash(&view)
+    }
+}
+
+fn probability(p: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("{p} is not a probability"))
     }
 }
 
@@ -397,56 +433,28 @@ impl StageConfig for FinetuneConfig {
         {
             return Err(FieldError::new("grad_clip", "must be > 0, or null"));
         }
-        let prob = |field: String, p: f64| {
-            if (0.0..=1.0).contains(&p) {
-                Ok(())
-            } else {
-                Err(FieldError::new(field, format!("{p} is not a probability")))
-            }
-        };
-        prob("unsafe_branch_prob".into(), self.unsafe_branch_prob)?;
+        let prob = |field: &str, p: f64| probability(p).map_err(|m| FieldError::new(field, m));
+        prob("unsafe_branch_prob", self.unsafe_branch_prob)?;
         if let Some(p) = self.data_matched {
-            prob("data_matched".into(), p)?;
+            prob("data_matched", p)?;
         }
         for m in Method::ALL {
             let c = self.methods.get(m);
-            prob(format!("methods.{}.prob_unsafe", m.as_str()), c.prob_unsafe)?;
+            let field = |name: &str| format!("methods.{}.{name}", m.as_str());
+            c.prob_unsafe
+                .validate(&field("prob_unsafe"), &self.lrs, probability)?;
             if let Some(s) = &c.schedule {
                 s.validate(&format!("methods.{}.schedule.", m.as_str()))?;
             }
-            let field = format!("methods.{}.w_anchor", m.as_str());
-            for (label, w) in c.w_anchor.weights() {
-                let field = label.map_or_else(|| field.clone(), |l| format!("{field}.{l}"));
+            c.w_anchor.validate(&field("w_anchor"), &self.lrs, |w| {
                 if !(w.is_finite() && w >= 0.0) {
-                    return Err(FieldError::new(
-                        field,
-                        format!("{w} must be ≥ 0 (0: the official loss)"),
-                    ));
+                    Err(format!("{w} must be ≥ 0 (0: the official loss)"))
+                } else if m == Method::Ssft && w != 0.0 {
+                    Err("SSFT's loss is the supervised term already; remove the field".into())
+                } else {
+                    Ok(())
                 }
-                if m == Method::Ssft && w != 0.0 {
-                    return Err(FieldError::new(
-                        field,
-                        "SSFT's loss is the supervised term already; remove the field",
-                    ));
-                }
-                if let Some(l) = label
-                    && !self.lrs.contains_key(l)
-                {
-                    let labels: Vec<&str> = self.lrs.keys().map(String::as_str).collect();
-                    return Err(FieldError::new(
-                        field,
-                        format!("`{l}` is not an lr label (lrs: {})", labels.join(", ")),
-                    ));
-                }
-            }
-            if let AnchorWeight::PerLabel(map) = &c.w_anchor
-                && let Some(missing) = self.lrs.keys().find(|l| !map.contains_key(*l))
-            {
-                return Err(FieldError::new(
-                    field,
-                    format!("has no weight for lr label `{missing}` (a map names every label)"),
-                ));
-            }
+            })?;
             if m != Method::Ssft {
                 for label in self.lrs.keys() {
                     if !c.w_rejected.contains_key(label) {
@@ -553,10 +561,10 @@ eval_rows: 16
         let e = VariantName::parse("ssft-huge", &cfg).expect_err("unknown label");
         assert!(e.contains("`huge`") && e.contains("medium"), "{e}");
         assert!(VariantName::parse("ssft", &cfg).is_err());
-        assert_eq!(cfg.prob_unsafe(Method::Ssft), 0.2);
+        assert_eq!(cfg.prob_unsafe(Method::Ssft, "small"), 0.2);
         let m: FinetuneConfig =
             from_yaml(YAML, Path::new("f.yaml"), &["data_matched=0.5".into()]).expect("ok");
-        assert_eq!(m.prob_unsafe(Method::Ssft), 0.5);
+        assert_eq!(m.prob_unsafe(Method::Ssft, "medium"), 0.5);
         let e = from_yaml::<FinetuneConfig>(
             YAML,
             Path::new("f.yaml"),
@@ -599,7 +607,7 @@ eval_rows: 16
     fn the_anchor_is_for_dpo_and_unlearning_and_never_negative() {
         let over = |o: &str| from_yaml::<FinetuneConfig>(YAML, Path::new("f.yaml"), &[o.into()]);
         let cfg = over("methods.unlearn.w_anchor=0.5").expect("ok");
-        assert_eq!(cfg.methods.unlearn.w_anchor, AnchorWeight::Every(0.5));
+        assert_eq!(cfg.methods.unlearn.w_anchor, PerRate::Every(0.5));
         assert_eq!(
             (
                 cfg.methods.unlearn.w_anchor.at("small"),
@@ -621,7 +629,7 @@ eval_rows: 16
         let e = over("methods.dpo.w_anchor=-1.0").expect_err("negative");
         assert!(e.to_string().contains("methods.dpo.w_anchor"), "{e}");
         let e = over("methods.dpo.w_anchor=heavy").expect_err("a string");
-        assert!(e.to_string().contains("a weight, or a map"), "{e}");
+        assert!(e.to_string().contains("a number, or a map"), "{e}");
     }
 
     #[test]
@@ -667,5 +675,43 @@ eval_rows: 16
         assert_ne!(one.variant_hash(&dpo_s), cfg.variant_hash(&dpo_s));
         assert_eq!(base.variant_hash(&dpo_s), zero_small.variant_hash(&dpo_s));
         assert_ne!(base.variant_hash(&dpo_m), one.variant_hash(&dpo_m));
+    }
+
+    #[test]
+    fn a_per_rate_mix_reaches_its_own_rate_only() {
+        let over = |o: &str| from_yaml::<FinetuneConfig>(YAML, Path::new("f.yaml"), &[o.into()]);
+        let base = over("seed=0").expect("ok");
+        let cfg = over("methods.dpo.prob_unsafe={medium: 0.7, small: 0.5}").expect("ok");
+        assert_eq!(
+            (
+                cfg.prob_unsafe(Method::Dpo, "medium"),
+                cfg.prob_unsafe(Method::Dpo, "small")
+            ),
+            (0.7, 0.5)
+        );
+        let matched = over("data_matched=0.3").expect("ok");
+        assert_eq!(matched.prob_unsafe(Method::Dpo, "small"), 0.3);
+        let v = |name: &str| VariantName::parse(name, &base).expect("variant");
+        // `small` keeps the file's 0.5: its hash (and manifest) is unchanged; `medium`'s moves.
+        assert_eq!(
+            base.variant_hash(&v("dpo-small")),
+            cfg.variant_hash(&v("dpo-small"))
+        );
+        assert_ne!(
+            base.variant_hash(&v("dpo-medium")),
+            cfg.variant_hash(&v("dpo-medium"))
+        );
+        let e = over("methods.dpo.prob_unsafe={medium: 0.7}").expect_err("small missing");
+        assert!(
+            e.to_string().contains("methods.dpo.prob_unsafe") && e.to_string().contains("`small`"),
+            "{e}"
+        );
+        let e = over("methods.ssft.prob_unsafe={medium: 0.2, small: 1.5}").expect_err("> 1");
+        assert!(
+            e.to_string().contains("methods.ssft.prob_unsafe.small"),
+            "{e}"
+        );
+        let e = over("methods.unlearn.prob_unsafe=-0.1").expect_err("< 0");
+        assert!(e.to_string().contains("methods.unlearn.prob_unsafe"), "{e}");
     }
 }
