@@ -14,8 +14,8 @@
 //!
 //! Every op used here has a backward pass. candle-nn's fused `layer_norm` and `softmax_last_dim`
 //! do not (they are forward-only custom ops), so they must not be used on the training path;
-//! [`layer_norm`], GELU and the causal softmax come from [`crate::ops`] (fused, with their own
-//! backward, on the CPU).
+//! [`layer_norm`], the linear layers, GELU and the causal softmax come from [`crate::ops`] (fused,
+//! with their own backward, on the CPU).
 
 mod config;
 mod params;
@@ -30,17 +30,7 @@ pub use study::config::train::Gelu;
 pub const LN_EPS: f64 = 1e-5;
 
 pub use crate::ops::layer_norm;
-
-/// `x Wᵀ + b` for x of shape (B, T, in) and W of shape (out, in) (PyTorch Linear layout).
-fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let (bsz, t, d_in) = x.dims3()?;
-    let y = x.reshape((bsz * t, d_in))?.matmul(&w.t()?)?;
-    let y = match b {
-        Some(b) => crate::ops::add_bias(&y, b)?,
-        None => y,
-    };
-    y.reshape((bsz, t, ()))
-}
+use crate::ops::linear;
 
 /// The fixed sinusoidal position table (training_spec §1.4): for position p and i < d/2,
 /// θ = p·exp(−2i·ln(10000)/d), PE[p, 2i] = sin θ, PE[p, 2i+1] = cos θ; computed in f32.

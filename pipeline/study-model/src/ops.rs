@@ -12,10 +12,14 @@
 //! in the reductions over rows that the weight and bias gradients need (candle reduces over a
 //! leading axis ~50× slower than over the last); [`layer_norm`] does the forward in one pass and
 //! the three gradients in another. (candle-nn's own fused `layer_norm` has no backward at all.)
+//!
+//! [`linear`] makes `x Wᵀ + b` one autograd node instead of five, sparing the backward the
+//! zeroed buffer and copy candle gives each node's gradient; its values are candle's to the bit.
 
 mod bias;
 mod gelu;
 mod layer_norm;
+mod linear;
 mod softmax;
 
 #[cfg(test)]
@@ -25,6 +29,7 @@ pub use crate::gpt::Gelu;
 pub use bias::add_bias;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
+pub use linear::linear;
 pub use softmax::{causal_mask, causal_softmax};
 
 use candle_core::{CpuStorage, Layout, Result};

@@ -56,8 +56,8 @@ impl CustomOp2 for AddBias {
 }
 
 /// Sum of the rows of a row-major (rows, d) tensor → (d).
-struct ColumnSum {
-    d: usize,
+pub(super) struct ColumnSum {
+    pub(super) d: usize,
 }
 
 impl CustomOp1 for ColumnSum {
