@@ -34,10 +34,8 @@ impl CustomOp2 for AddBias {
         if d == 0 || y.len() % d != 0 {
             candle_core::bail!("fused bias add: {:?} + ({d})", l1.shape());
         }
-        let out = y
-            .chunks_exact(d)
-            .flat_map(|row| row.iter().zip(b).map(|(v, c)| v + c))
-            .collect();
+        let mut out = y.to_vec();
+        add_to_rows(&mut out, b);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -52,6 +50,16 @@ impl CustomOp2 for AddBias {
             .contiguous()?
             .apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
         Ok((Some(grad_res.clone()), Some(db)))
+    }
+}
+
+/// Adds `b` to every row of the row-major (rows, `b.len()`) buffer `y`, in place (the fused bias
+/// add and the fused linear layer's epilogue).
+pub(super) fn add_to_rows(y: &mut [f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(b.len()) {
+        for (v, c) in row.iter_mut().zip(b) {
+            *v += c;
+        }
     }
 }
 

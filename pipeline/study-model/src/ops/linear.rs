@@ -12,7 +12,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::bias::ColumnSum;
+use super::bias::{ColumnSum, add_to_rows};
 use super::f32_slice;
 
 /// `x Wᵀ + b` for `x` of shape (…, in), `w` of shape (out, in) (PyTorch's `Linear` layout) and
@@ -72,7 +72,7 @@ impl Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, d_in) = rows_and_width(lx.shape())?;
         let (out, w_in) = lw.shape().dims2()?;
-        if w_in != d_in || bias.is_some_and(|b| b.len() != out) {
+        if out == 0 || w_in != d_in || bias.is_some_and(|b| b.len() != out) {
             candle_core::bail!(
                 "linear: input {:?}, weight {:?}, bias {:?}",
                 lx.shape(),
@@ -89,11 +89,7 @@ impl Linear {
             candle_core::bail!("linear: expected f32 storage");
         };
         if let Some(b) = bias {
-            for row in y.chunks_exact_mut(out) {
-                for (v, c) in row.iter_mut().zip(b) {
-                    *v += c;
-                }
-            }
+            add_to_rows(&mut y, b);
         }
         Ok((CpuStorage::F32(y), out_shape(lx.shape(), out)))
     }
