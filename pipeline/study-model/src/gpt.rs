@@ -99,19 +99,8 @@ struct CausalSelfAttention<'a> {
 impl CausalSelfAttention<'_> {
     /// Attention over `u` (B, T, d) with the additive causal `mask` (T, T).
     fn forward(&self, u: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (bsz, t, d) = u.dims3()?;
-        let (nh, hs) = (self.n_head, d / self.n_head);
         let qkv = linear(u, self.c_attn.0, Some(self.c_attn.1))?;
-        let heads = |k: usize| -> Result<Tensor> {
-            qkv.narrow(2, k * d, d)?
-                .reshape((bsz, t, nh, hs))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-        let scale = 1.0 / (hs as f64).sqrt();
-        let att = crate::ops::causal_softmax(&q.matmul(&k.t()?)?, scale, mask)?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((bsz, t, d))?;
+        let y = crate::ops::causal_attention(&qkv, self.n_head, mask)?;
         linear(&y, self.c_proj.0, Some(self.c_proj.1))
     }
 }

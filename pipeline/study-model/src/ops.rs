@@ -15,7 +15,10 @@
 //!
 //! [`linear`] makes `x Wᵀ + b` one autograd node instead of five, sparing the backward the
 //! zeroed buffer and copy candle gives each node's gradient; its values are candle's to the bit.
+//! [`causal_attention`] does the same for attention's core — seventeen nodes from the fused
+//! projection to the merged heads — and runs its per-head products in parallel over batch rows.
 
+mod attention;
 mod bias;
 mod gelu;
 mod layer_norm;
@@ -26,6 +29,7 @@ mod softmax;
 mod check;
 
 pub use crate::gpt::Gelu;
+pub use attention::causal_attention;
 pub use bias::add_bias;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;

@@ -63,29 +63,12 @@ impl CustomOp1 for CausalSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l)?;
         let t = square_side(l)?;
-        let mut y = vec![0f32; x.len()];
-        // Row by row (a row's value never depends on how rows are split across threads). Same
-        // operations, in the same order, as the composed version: scale, max, exp, sum, divide.
+        let mut y = x.to_vec();
+        // Row by row (a row's value never depends on how rows are split across threads).
         y.par_chunks_mut(t)
-            .zip(x.par_chunks(t))
             .enumerate()
             .with_min_len(64)
-            .for_each(|(r, (out, row))| {
-                let seen = r % t + 1;
-                let mut max = f32::NEG_INFINITY;
-                for (o, &v) in out[..seen].iter_mut().zip(row) {
-                    *o = v * self.scale;
-                    max = max.max(*o);
-                }
-                let mut sum = 0f32;
-                for o in &mut out[..seen] {
-                    *o = (*o - max).exp();
-                    sum += *o;
-                }
-                for o in &mut out[..seen] {
-                    *o /= sum;
-                }
-            });
+            .for_each(|(r, row)| softmax_row(row, r % t + 1, self.scale));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -124,20 +107,46 @@ impl CustomOp2 for CausalSoftmaxGrad {
             );
         }
         let t = square_side(l1)?;
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = dy.to_vec();
         dx.par_chunks_mut(t)
-            .zip(y.par_chunks(t).zip(dy.par_chunks(t)))
+            .zip(y.par_chunks(t))
             .enumerate()
             .with_min_len(64)
-            .for_each(|(r, (out, (yr, gr)))| {
-                let seen = r % t + 1;
-                let dot: f32 = yr[..seen].iter().zip(gr).map(|(a, b)| a * b).sum();
-                for ((o, &a), &b) in out[..seen].iter_mut().zip(yr).zip(gr) {
-                    *o = self.scale * a * (b - dot);
-                }
-            });
+            .for_each(|(r, (g, yr))| softmax_grad_row(g, yr, r % t + 1, self.scale));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+}
+
+/// One row of causal attention weights, in place: the scores of query `i` against every key
+/// become `softmax(scale · score)` over the `seen = i + 1` keys it may attend to, and 0 for the
+/// keys after it. The composed version's operations in its order: scale, max, exp, sum, divide.
+pub(super) fn softmax_row(row: &mut [f32], seen: usize, scale: f32) {
+    let (live, ahead) = row.split_at_mut(seen);
+    let mut max = f32::NEG_INFINITY;
+    for o in live.iter_mut() {
+        *o *= scale;
+        max = max.max(*o);
+    }
+    let mut sum = 0f32;
+    for o in live.iter_mut() {
+        *o = (*o - max).exp();
+        sum += *o;
+    }
+    for o in live.iter_mut() {
+        *o /= sum;
+    }
+    ahead.fill(0.0);
+}
+
+/// The gradient of [`softmax_row`], in place: the row's output gradient `g` becomes the scores'
+/// gradient `scale · y ⊙ (g − Σ g ⊙ y)` from the row's weights `y`, and 0 after key `seen`.
+pub(super) fn softmax_grad_row(g: &mut [f32], y: &[f32], seen: usize, scale: f32) {
+    let (live, ahead) = g.split_at_mut(seen);
+    let dot: f32 = y[..seen].iter().zip(live.iter()).map(|(a, b)| a * b).sum();
+    for (o, &a) in live.iter_mut().zip(y) {
+        *o = scale * a * (*o - dot);
+    }
+    ahead.fill(0.0);
 }
 
 #[cfg(test)]
