@@ -169,9 +169,9 @@ bench-pytorch:
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	for n in 1 2; do \
 	  BENCH_FIXTURE=$(BENCH_OUT)/fixture BENCH_JSON=$(BENCH_OUT)/ours-$$n-small.jsonl BENCH_SHAPES=cpu,cpu-l18 BENCH_STEPS=50 \
-	  CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	  RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
 	  BENCH_JSON=$(BENCH_OUT)/ours-$$n-paper.jsonl BENCH_SHAPES=paper BENCH_STEPS=10 \
-	  CANDLE_NUM_THREADS=$$n RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	  RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
 	done
 	cat $(BENCH_OUT)/ours-*.jsonl > $(BENCH_OUT)/ours.jsonl
 	$(TORCH_PY) pipeline/study-model/benches/pytorch_mirror.py --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl --shapes cpu,cpu-l18 --steps 50

@@ -141,8 +141,9 @@ fn write_fixture(dir: &Path, dev: &Device) {
 }
 
 fn main() {
-    // The malloc settings the `study` binary runs with (without them every op pays page faults
-    // and the table would time glibc's mmap/munmap); thread counts stay as the caller set them.
+    // The process environment the `study` binary runs with (without it every op pays page
+    // faults, and candle's element-wise pool spins beside rayon's workers); `RAYON_NUM_THREADS`
+    // sets the threads.
     if let Err(why) = study_model::process_env::reexec_with_runtime_env(None) {
         println!("warning: the allocator keeps its defaults ({why})");
     }

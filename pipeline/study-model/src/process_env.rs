@@ -4,11 +4,17 @@
 /// What the process's environment must hold before candle and the allocator start, and what it
 /// holds now: `(variable, wanted value)` for each one that differs.
 ///
-/// - `CANDLE_NUM_THREADS`: candle's CPU kernels run on a pool of their own, sized once from it
-///   (else `RAYON_NUM_THREADS`, else the physical cores), whose workers spin while they wait.
-///   `--threads` sizes rayon's pool; unless candle's pool has the same size, its workers spin for
-///   cores that are busy elsewhere — measured: `--threads 1` beside other work ran 1.8 instead of
-///   14 training steps/s.
+/// - `CANDLE_NUM_THREADS=1`: candle runs its element-wise kernels (the adds of the backward's
+///   gradient accumulation, the residual adds) on a pool of its own, sized once from this variable
+///   (else `RAYON_NUM_THREADS`, else the physical cores), whose workers spin while they wait —
+///   beside rayon's workers, which run the matrix products and the fused kernels. With one core
+///   per thread that spinning takes a core from them: measured, a training step at two threads
+///   ran 43.0 / 19.5 / 1.25 steps/s at the cpu / cpu-l18 / paper shapes with candle's pool sized
+///   2 and 50.5 / 21.9 / 1.31 with it sized 1 (no workers: the adds run on the calling thread);
+///   earlier, `--threads 1` beside other work ran 1.8 instead of 14 steps/s with it sized 2. So it
+///   is always 1; rayon's pool sets the parallelism.
+/// - `RAYON_NUM_THREADS`, when `threads` is given (`--threads`): the size of rayon's pool, which
+///   candle also reads to decide how many threads a matrix product may split over.
 /// - `GLIBC_TUNABLES` (glibc's malloc): candle allocates a fresh buffer for every tensor op, and
 ///   glibc serves large ones with `mmap` and gives them back with `munmap`, so every op paid page
 ///   faults and page zeroing in the kernel — 7.2–7.6 s of system time against 10.6–11.5 s of user
@@ -25,9 +31,12 @@ pub fn runtime_env(
 ) -> Vec<(&'static str, String)> {
     let mut wanted = Vec::new();
     if let Some(n) = threads.map(|n| n.to_string())
-        && get("CANDLE_NUM_THREADS").as_deref() != Some(n.as_str())
+        && get("RAYON_NUM_THREADS").as_deref() != Some(n.as_str())
     {
-        wanted.push(("CANDLE_NUM_THREADS", n));
+        wanted.push(("RAYON_NUM_THREADS", n));
+    }
+    if get("CANDLE_NUM_THREADS").as_deref() != Some("1") {
+        wanted.push(("CANDLE_NUM_THREADS", "1".to_owned()));
     }
     match get("GLIBC_TUNABLES") {
         None => wanted.push(("GLIBC_TUNABLES", MALLOC_TUNABLES.to_owned())),
@@ -90,28 +99,41 @@ mod tests {
         assert_eq!(
             runtime_env(Some(2), env(&[])),
             [
-                ("CANDLE_NUM_THREADS", "2".to_owned()),
+                ("RAYON_NUM_THREADS", "2".to_owned()),
+                ("CANDLE_NUM_THREADS", "1".to_owned()),
                 ("GLIBC_TUNABLES", MALLOC_TUNABLES.to_owned())
             ]
         );
         // After the re-exec nothing is left to do (no exec loop).
         let done = [
-            ("CANDLE_NUM_THREADS", "2"),
+            ("RAYON_NUM_THREADS", "2"),
+            ("CANDLE_NUM_THREADS", "1"),
             ("GLIBC_TUNABLES", MALLOC_TUNABLES),
         ];
         assert!(runtime_env(Some(2), env(&done)).is_empty());
         assert!(runtime_env(None, env(&done[1..])).is_empty());
-        // A different thread count is replaced; the user's malloc tunables are kept as they are;
-        // other tunables are kept beside ours.
+        // A different thread count is replaced; candle's own pool is always one thread; the
+        // user's malloc tunables are kept as they are; other tunables are kept beside ours.
         let mine = [
+            ("RAYON_NUM_THREADS", "4"),
             ("CANDLE_NUM_THREADS", "4"),
             ("GLIBC_TUNABLES", "glibc.malloc.arena_max=1"),
         ];
         assert_eq!(
             runtime_env(Some(1), env(&mine)),
+            [
+                ("RAYON_NUM_THREADS", "1".to_owned()),
+                ("CANDLE_NUM_THREADS", "1".to_owned())
+            ]
+        );
+        assert_eq!(
+            runtime_env(None, env(&mine)),
             [("CANDLE_NUM_THREADS", "1".to_owned())]
         );
-        let other = [("GLIBC_TUNABLES", "glibc.pthread.rseq=0")];
+        let other = [
+            ("CANDLE_NUM_THREADS", "1"),
+            ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+        ];
         assert_eq!(
             runtime_env(None, env(&other)),
             [(
