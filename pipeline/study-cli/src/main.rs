@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     if let Err(why) = reexec {
         tracing::warn!("candle's thread pool and the allocator keep their defaults ({why})");
     }
-    let result = match &cli.command {
+    let result = study_model::process_env::on_rayon_worker(|| match &cli.command {
         Command::Corpus(args) => stages::corpus::run(args, &cli.runtime),
         Command::Pretrain(args) => stages::pretrain::run(args, &cli.runtime),
         Command::Finetune(args) => stages::finetune::run(args, &cli.runtime),
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => stages::probe::run(args, &cli.runtime),
         Command::Spectra(args) => stages::spectra::run(args, &cli.runtime),
         Command::Seeds(args) => stages::seeds::run(args, &cli.runtime),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

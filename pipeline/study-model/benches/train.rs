@@ -56,13 +56,13 @@ fn shapes() -> Vec<Shape> {
             cfg: cfg(2, 2, 16, 27),
             batch: 16,
         },
-        // The cpu preset: spans of 6, window 28.
+        // The cpu preset's model (pipeline/configs/cpu/pretrain.yaml): spans of 6, window 28.
         Shape {
             name: "cpu",
-            cfg: cfg(3, 3, 48, 27),
+            cfg: cfg(4, 3, 48, 27),
             batch: 64,
         },
-        // The same model on spans of up to 18 (window 64), where the grammar's branch shows.
+        // The 3-layer model of the behaviour pilots on spans of up to 18 (window 64).
         Shape {
             name: "cpu-l18",
             cfg: cfg(3, 3, 48, 63),
@@ -147,6 +147,10 @@ fn main() {
     if let Err(why) = study_model::process_env::reexec_with_runtime_env(None) {
         println!("warning: the allocator keeps its defaults ({why})");
     }
+    study_model::process_env::on_rayon_worker(bench);
+}
+
+fn bench() {
     let dev = Device::Cpu;
     if let Ok(dir) = std::env::var("BENCH_FIXTURE") {
         write_fixture(Path::new(&dir), &dev);

@@ -1,6 +1,7 @@
 //! Where a block's forward + backward time goes at a given context, at the cpu model's width
 //! (3 heads × 16) and batch 64: the attention core (heads split, scores, causal softmax, weighted
-//! sum, heads merged) against the four linear layers and the LayerNorm + GELU, then the attention
+//! sum, heads merged), composed of candle ops and fused (`ops::causal_attention`), against the four
+//! linear layers (`ops::linear`) and the LayerNorm + GELU, then the attention
 //! core's parts, the causal softmax both fused (`ops::causal_softmax`) and composed of candle ops.
 //! `cargo run --release -p study-model --example probe_attn -- 27 57 63` (contexts to probe).
 //! Single ops timed alone overstate their share of a full step (fresh buffers, no overlap);
@@ -21,6 +22,10 @@ fn time(f: impl Fn()) -> f64 {
 }
 
 fn main() {
+    study_model::process_env::on_rayon_worker(probe);
+}
+
+fn probe() {
     let dev = Device::Cpu;
     let (b, nh, hs) = (64, 3, 16);
     let d = nh * hs;
@@ -35,8 +40,10 @@ fn main() {
         Var::from_tensor(&Tensor::randn(0f32, sd, shape, &dev).unwrap()).unwrap()
     };
     println!("Per block, forward + backward, ms:\n");
-    println!("| context | attention core | linear layers | LayerNorm + GELU |");
-    println!("|---|---|---|---|");
+    println!(
+        "| context | attention core, composed | attention core, fused | linear layers | LayerNorm + GELU |"
+    );
+    println!("|---|---|---|---|---|");
     for &t in &contexts {
         let mask = ops::causal_mask(t, &dev).unwrap();
         let qkv = randn(&[b, t, 3 * d], 1.0);
@@ -62,6 +69,10 @@ fn main() {
                 .unwrap();
             y.sum_all().unwrap().backward().unwrap();
         });
+        let fused = time(|| {
+            let y = ops::causal_attention(&qkv, nh, &mask).unwrap();
+            y.sum_all().unwrap().backward().unwrap();
+        });
         let x = randn(&[b, t, d], 1.0);
         let (wa, wp, wf, wo) = (
             randn(&[3 * d, d], 0.02),
@@ -72,19 +83,7 @@ fn main() {
         let zeros =
             |n: usize| Var::from_tensor(&Tensor::zeros(n, DType::F32, &dev).unwrap()).unwrap();
         let (ba, bp, bf, bo) = (zeros(3 * d), zeros(d), zeros(4 * d), zeros(d));
-        // As `gpt::linear`: x Wᵀ + b over the flattened rows.
-        let linear = |x: &Tensor, w: &Tensor, bias: &Tensor| {
-            let (bsz, t, d_in) = x.dims3().unwrap();
-            let y = x
-                .reshape((bsz * t, d_in))
-                .unwrap()
-                .matmul(&w.t().unwrap())
-                .unwrap();
-            ops::add_bias(&y, bias)
-                .unwrap()
-                .reshape((bsz, t, ()))
-                .unwrap()
-        };
+        let linear = |x: &Tensor, w: &Tensor, bias: &Tensor| ops::linear(x, w, Some(bias)).unwrap();
         let lin = time(|| {
             let y = linear(&x, &wa, &ba).narrow(2, 0, d).unwrap();
             let y = linear(&y, &wp, &bp);
@@ -102,7 +101,7 @@ fn main() {
                 .backward()
                 .unwrap();
         });
-        println!("| {t} | {attn:.2} | {lin:.2} | {other:.2} |");
+        println!("| {t} | {attn:.2} | {fused:.2} | {lin:.2} | {other:.2} |");
     }
     println!("\nAttention parts, forward + backward, ms (scores (64, 3, T, T)):\n");
     println!("| context | QKᵀ | AV | causal softmax, fused | scale + mask + softmax, composed |");

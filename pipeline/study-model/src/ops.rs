@@ -37,6 +37,24 @@ pub use linear::linear;
 pub use softmax::{causal_mask, causal_softmax};
 
 use candle_core::{CpuStorage, Layout, Result};
+use rayon::prelude::*;
+
+/// Rows of a row-wise kernel per rayon task: enough work to pay for the task at the narrowest
+/// width (48), small enough to split the cpu preset's 1,728 rows.
+const ROWS_PER_TASK: usize = 64;
+
+/// Column sums over the rows `r = 0, 1, …, rows − 1` of row-major data of width `d`: for each
+/// row, `add_row(block, r, j0)` adds row `r`'s columns `j0 .. j0 + block.len()` into `block`, a
+/// slice of `out`. The columns are split into blocks over threads and each block takes the rows
+/// in order, so every column's additions run in the one-thread loop's order, to the bit.
+fn column_sums(out: &mut [f32], rows: usize, add_row: impl Fn(&mut [f32], usize, usize) + Sync) {
+    let block = out.len().div_ceil(rayon::current_num_threads()).max(16);
+    out.par_chunks_mut(block).enumerate().for_each(|(k, cols)| {
+        for r in 0..rows {
+            add_row(cols, r, k * block);
+        }
+    });
+}
 
 /// The f32 values of a contiguous CPU tensor (the wrappers make inputs contiguous).
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {

@@ -2,7 +2,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::f32_slice;
+use rayon::prelude::*;
+
+use super::{ROWS_PER_TASK, column_sums, f32_slice};
 
 /// `y + b` for `y` of shape (rows, d) and a bias `b` of shape (d), differentiable in both. The
 /// bias gradient is a sum over rows, which candle's broadcast backward computes ~50× slower than a
@@ -56,11 +58,13 @@ impl CustomOp2 for AddBias {
 /// Adds `b` to every row of the row-major (rows, `b.len()`) buffer `y`, in place (the fused bias
 /// add and the fused linear layer's epilogue).
 pub(super) fn add_to_rows(y: &mut [f32], b: &[f32]) {
-    for row in y.chunks_exact_mut(b.len()) {
-        for (v, c) in row.iter_mut().zip(b) {
-            *v += c;
-        }
-    }
+    y.par_chunks_exact_mut(b.len())
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|row| {
+            for (v, c) in row.iter_mut().zip(b) {
+                *v += c;
+            }
+        });
 }
 
 /// Sum of the rows of a row-major (rows, d) tensor → (d).
@@ -75,12 +79,15 @@ impl CustomOp1 for ColumnSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = f32_slice(s, l)?;
-        let mut out = vec![0f32; self.d];
-        for row in g.chunks_exact(self.d) {
-            for (o, v) in out.iter_mut().zip(row) {
+        if self.d == 0 || !g.len().is_multiple_of(self.d) {
+            candle_core::bail!("column sum: {:?} is not rows of {}", l.shape(), self.d);
+        }
+        let (d, mut out) = (self.d, vec![0f32; self.d]);
+        column_sums(&mut out, g.len() / d, |cols, r, j0| {
+            for (o, v) in cols.iter_mut().zip(&g[r * d + j0..]) {
                 *o += v;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from(self.d)))
     }
 }

@@ -2,7 +2,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 
-use super::f32_slice;
+use rayon::prelude::*;
+
+use super::{ROWS_PER_TASK, column_sums, f32_slice};
 
 /// LayerNorm over the last axis (biased variance, as PyTorch), differentiable in `x`, `weight`
 /// and `bias`. Fused on the CPU for f32; composed of tensor ops elsewhere.
@@ -59,16 +61,17 @@ impl CustomOp3 for LayerNorm {
                 b.len()
             );
         }
-        let mut y = Vec::with_capacity(x.len());
-        for row in x.chunks_exact(d) {
-            let (mean, rstd) = row_stats(row, self.eps);
-            y.extend(
-                row.iter()
-                    .zip(w)
-                    .zip(b)
-                    .map(|((v, g), c)| (v - mean) * rstd * g + c),
-            );
-        }
+        let mut y = vec![0f32; x.len()];
+        // Row by row, rows split over threads (a row's values never depend on the split).
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(out, row)| {
+                let (mean, rstd) = row_stats(row, self.eps);
+                for (((o, v), g), c) in out.iter_mut().zip(row).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * g + c;
+                }
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -122,27 +125,39 @@ impl CustomOp3 for LayerNormGrad {
         let mut out = vec![0f32; (rows + 2) * d];
         let (dx_all, rest) = out.split_at_mut(rows * d);
         let (dw, db) = rest.split_at_mut(d);
-        let mut xhat = vec![0f32; d];
-        for ((row, g), dx) in x
-            .chunks_exact(d)
-            .zip(dy.chunks_exact(d))
-            .zip(dx_all.chunks_exact_mut(d))
-        {
-            let (mean, rstd) = row_stats(row, self.eps);
-            let (mut m1, mut m2) = (0f32, 0f32);
-            for j in 0..d {
-                xhat[j] = (row[j] - mean) * rstd;
-                let gw = g[j] * w[j];
-                m1 += gw;
-                m2 += gw * xhat[j];
-                dw[j] += g[j] * xhat[j];
-                db[j] += g[j];
+        // dx row by row, rows split over threads; x̂ kept for the weight gradient.
+        let mut xhat = vec![0f32; rows * d];
+        dx_all
+            .par_chunks_mut(d)
+            .zip(xhat.par_chunks_mut(d))
+            .zip(x.par_chunks(d).zip(dy.par_chunks(d)))
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|((dx, xh), (row, g))| {
+                let (mean, rstd) = row_stats(row, self.eps);
+                let (mut m1, mut m2) = (0f32, 0f32);
+                for j in 0..d {
+                    xh[j] = (row[j] - mean) * rstd;
+                    let gw = g[j] * w[j];
+                    m1 += gw;
+                    m2 += gw * xh[j];
+                }
+                let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+                for j in 0..d {
+                    dx[j] = rstd * (g[j] * w[j] - m1 - xh[j] * m2);
+                }
+            });
+        // dweight = Σ_rows dy ⊙ x̂ and dbias = Σ_rows dy, each column summed over rows in order.
+        column_sums(dw, rows, |cols, r, j0| {
+            let at = r * d + j0;
+            for ((o, g), xh) in cols.iter_mut().zip(&dy[at..]).zip(&xhat[at..]) {
+                *o += g * xh;
             }
-            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-            for j in 0..d {
-                dx[j] = rstd * (g[j] * w[j] - m1 - xhat[j] * m2);
+        });
+        column_sums(db, rows, |cols, r, j0| {
+            for (o, g) in cols.iter_mut().zip(&dy[r * d + j0..]) {
+                *o += g;
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
     }
 }
