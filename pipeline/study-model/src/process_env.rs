@@ -13,8 +13,14 @@
 ///   2 and 50.5 / 21.9 / 1.31 with it sized 1 (no workers: the adds run on the calling thread);
 ///   earlier, `--threads 1` beside other work ran 1.8 instead of 14 steps/s with it sized 2. So it
 ///   is always 1; rayon's pool sets the parallelism.
-/// - `RAYON_NUM_THREADS`, when `threads` is given (`--threads`): the size of rayon's pool, which
-///   candle also reads to decide how many threads a matrix product may split over.
+/// - `RAYON_NUM_THREADS`: `threads` (`--threads`) where given, else the user's value, else the
+///   CPUs this process may use (`cores`, what rayon's pool takes by default). It sizes rayon's
+///   pool, and candle reads it on every matrix product to decide how many threads the product
+///   may split over — where it is unset, candle counts the physical cores by parsing
+///   `/proc/cpuinfo` again on every product: measured, a training step at the cpu shape on two
+///   threads ran 19.8 steps/s without the variable and 46.6 with it (`perf`: the kernel's
+///   `show_cpuinfo` and `vsnprintf` among the top symbols), and the `cpu` preset's pre-training,
+///   which `make all` starts without `--threads`, took 46 ms a step instead of 20.
 /// - `GLIBC_TUNABLES` (glibc's malloc): candle allocates a fresh buffer for every tensor op, and
 ///   glibc serves large ones with `mmap` and gives them back with `munmap`, so every op paid page
 ///   faults and page zeroing in the kernel — 7.2–7.6 s of system time against 10.6–11.5 s of user
@@ -23,17 +29,21 @@
 ///   malloc tunables are kept; other libcs ignore the variable. (jemalloc, tried as the global
 ///   allocator instead, faulted even more: it hands out fresh pages for zeroed buffers.)
 ///
-/// Neither changes a value: the thread count splits work only where results do not depend on
+/// None changes a value: the thread count splits work only where results do not depend on
 /// it, and the allocator never touches the arithmetic.
 pub fn runtime_env(
     threads: Option<usize>,
+    cores: usize,
     get: impl Fn(&str) -> Option<String>,
 ) -> Vec<(&'static str, String)> {
     let mut wanted = Vec::new();
-    if let Some(n) = threads.map(|n| n.to_string())
-        && get("RAYON_NUM_THREADS").as_deref() != Some(n.as_str())
-    {
-        wanted.push(("RAYON_NUM_THREADS", n));
+    let rayon = get("RAYON_NUM_THREADS");
+    match threads {
+        Some(n) if rayon.as_deref() != Some(n.to_string().as_str()) => {
+            wanted.push(("RAYON_NUM_THREADS", n.to_string()));
+        }
+        None if rayon.is_none() => wanted.push(("RAYON_NUM_THREADS", cores.to_string())),
+        _ => {}
     }
     if get("CANDLE_NUM_THREADS").as_deref() != Some("1") {
         wanted.push(("CANDLE_NUM_THREADS", "1".to_owned()));
@@ -52,12 +62,13 @@ pub fn runtime_env(
 pub const MALLOC_TUNABLES: &str =
     "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
 
-/// Both variables must be set before the process starts (the allocator and candle's pool read
+/// The variables must be set before the process starts (the allocator and candle's pool read
 /// them once), and setting them in-process is `unsafe` (edition 2024), so the binary replaces
 /// itself by a copy with them set (Unix `exec`). Returns only when nothing needs doing, or with
 /// the reason it could not.
 pub fn reexec_with_runtime_env(threads: Option<usize>) -> Result<(), String> {
-    let wanted = runtime_env(threads, |k| std::env::var(k).ok());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let wanted = runtime_env(threads, cores, |k| std::env::var(k).ok());
     if wanted.is_empty() {
         return Ok(());
     }
@@ -109,7 +120,7 @@ mod tests {
     #[test]
     fn the_runtime_env_sets_what_is_missing_and_keeps_what_the_user_set() {
         assert_eq!(
-            runtime_env(Some(2), env(&[])),
+            runtime_env(Some(2), 8, env(&[])),
             [
                 ("RAYON_NUM_THREADS", "2".to_owned()),
                 ("CANDLE_NUM_THREADS", "1".to_owned()),
@@ -122,8 +133,14 @@ mod tests {
             ("CANDLE_NUM_THREADS", "1"),
             ("GLIBC_TUNABLES", MALLOC_TUNABLES),
         ];
-        assert!(runtime_env(Some(2), env(&done)).is_empty());
-        assert!(runtime_env(None, env(&done[1..])).is_empty());
+        assert!(runtime_env(Some(2), 8, env(&done)).is_empty());
+        assert!(runtime_env(None, 8, env(&done)).is_empty());
+        // Without `--threads` and without the user's value, rayon's default (the usable CPUs)
+        // is written down, so that candle need not count cores on every product.
+        assert_eq!(
+            runtime_env(None, 8, env(&done[1..])),
+            [("RAYON_NUM_THREADS", "8".to_owned())]
+        );
         // A different thread count is replaced; candle's own pool is always one thread; the
         // user's malloc tunables are kept as they are; other tunables are kept beside ours.
         let mine = [
@@ -132,22 +149,23 @@ mod tests {
             ("GLIBC_TUNABLES", "glibc.malloc.arena_max=1"),
         ];
         assert_eq!(
-            runtime_env(Some(1), env(&mine)),
+            runtime_env(Some(1), 8, env(&mine)),
             [
                 ("RAYON_NUM_THREADS", "1".to_owned()),
                 ("CANDLE_NUM_THREADS", "1".to_owned())
             ]
         );
         assert_eq!(
-            runtime_env(None, env(&mine)),
+            runtime_env(None, 8, env(&mine)),
             [("CANDLE_NUM_THREADS", "1".to_owned())]
         );
         let other = [
+            ("RAYON_NUM_THREADS", "2"),
             ("CANDLE_NUM_THREADS", "1"),
             ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
         ];
         assert_eq!(
-            runtime_env(None, env(&other)),
+            runtime_env(None, 8, env(&other)),
             [(
                 "GLIBC_TUNABLES",
                 format!("glibc.pthread.rseq=0:{MALLOC_TUNABLES}")
