@@ -298,16 +298,8 @@ impl CustomOp2 for AttentionGrad<'_> {
 mod tests {
     use super::*;
     use crate::ops::causal_mask;
+    use crate::ops::check::bits;
     use candle_core::{Device, Var};
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .expect("values")
-            .into_iter()
-            .map(f32::to_bits)
-            .collect()
-    }
 
     fn ramp(dev: &Device, n: usize, k: f64, a: f64, shape: &[usize]) -> Tensor {
         Tensor::arange(0f32, n as f32, dev)

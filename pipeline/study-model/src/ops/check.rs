@@ -36,3 +36,13 @@ pub(super) fn assert_same_gradients(
         );
     }
 }
+
+/// The tensor's values as bit patterns (for comparisons to the bit).
+pub(super) fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("values")
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}

@@ -169,19 +169,12 @@ impl CustomOp3 for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::check::bits;
     use candle_core::{Device, Var};
 
     /// Every element of `a` and `b` equal as bits.
     fn assert_bits_equal(a: &Tensor, b: &Tensor, what: &str) {
         assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .expect("values")
-                .into_iter()
-                .map(f32::to_bits)
-                .collect()
-        };
         assert!(bits(a) == bits(b), "{what}: values differ");
     }
 
