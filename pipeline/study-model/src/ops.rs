@@ -43,7 +43,7 @@ use rayon::prelude::*;
 /// width (48), small enough to split the cpu preset's 1,728 rows.
 const ROWS_PER_TASK: usize = 64;
 
-/// Column sums over the rows `r = 0, 1, …, rows − 1` of row-major data of width `d`: for each
+/// Column sums over the rows `r = 0, 1, …, rows − 1` of row-major data: for each
 /// row, `add_row(block, r, j0)` adds row `r`'s columns `j0 .. j0 + block.len()` into `block`, a
 /// slice of `out`. The columns are split into blocks over threads and each block takes the rows
 /// in order, so every column's additions run in the one-thread loop's order, to the bit.
