@@ -135,7 +135,7 @@ fn merge_heads(
     col: usize,
     src: &[f32],
     h: Heads,
-    f: fn(f32) -> f32,
+    f: impl Fn(f32) -> f32,
 ) {
     for (head, block) in src.chunks_exact(h.t * h.hs).enumerate() {
         for (i, row) in block.chunks_exact(h.hs).enumerate() {
