@@ -23,14 +23,14 @@ mod params;
 pub use config::{DecayGroup, GptConfig, decay_group};
 pub use params::{INIT_STD, Params};
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 pub use study::config::train::Gelu;
 
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
 pub const LN_EPS: f64 = 1e-5;
 
-pub use crate::ops::layer_norm;
 use crate::ops::linear;
+pub use crate::ops::{cross_entropy, layer_norm};
 
 /// The fixed sinusoidal position table (training_spec §1.4): for position p and i < d/2,
 /// θ = p·exp(−2i·ln(10000)/d), PE[p, 2i] = sin θ, PE[p, 2i+1] = cos θ; computed in f32.
@@ -235,22 +235,4 @@ impl Gpt {
         )?;
         linear(&h, self.p("lm_head.weight")?, None)
     }
-}
-
-/// Token-mean cross-entropy of `logits` (B, T, V) against `targets` (B, T), ignoring positions
-/// whose target is `ignore` (the official `ignore_index` = pad): the mean over all non-ignored
-/// tokens of the batch. Returns (loss, number of counted tokens).
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore: u32) -> Result<(Tensor, usize)> {
-    let (bsz, t, v) = logits.dims3()?;
-    let logits = logits.reshape((bsz * t, v))?;
-    let targets = targets.flatten_all()?;
-    let keep = targets.ne(ignore)?;
-    let weight = keep.to_dtype(DType::F32)?;
-    let count = weight.sum_all()?.to_scalar::<f32>()? as usize;
-    let safe_targets = keep.where_cond(&targets, &targets.zeros_like()?)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&safe_targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    let total = (picked * weight)?.sum_all()?;
-    let loss = (total.neg()? / count.max(1) as f64)?;
-    Ok((loss, count))
 }

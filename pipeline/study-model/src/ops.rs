@@ -17,9 +17,11 @@
 //! zeroed buffer and copy candle gives each node's gradient; its values are candle's to the bit.
 //! [`causal_attention`] does the same for attention's core — seventeen nodes from the fused
 //! projection to the merged heads — and runs its per-head products in parallel over batch rows.
+//! [`cross_entropy`] makes the loss, thirteen nodes from the logits, one.
 
 mod attention;
 mod bias;
+mod cross_entropy;
 mod gelu;
 mod layer_norm;
 mod linear;
@@ -31,6 +33,7 @@ mod check;
 pub use crate::gpt::Gelu;
 pub use attention::causal_attention;
 pub use bias::add_bias;
+pub use cross_entropy::cross_entropy;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
