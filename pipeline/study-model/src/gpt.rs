@@ -29,8 +29,8 @@ pub use study::config::train::Gelu;
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
 pub const LN_EPS: f64 = 1e-5;
 
-use crate::ops::linear;
 pub use crate::ops::{cross_entropy, layer_norm};
+use crate::ops::{linear, linear_gelu};
 
 /// The fixed sinusoidal position table (training_spec §1.4): for position p and i < d/2,
 /// θ = p·exp(−2i·ln(10000)/d), PE[p, 2i] = sin θ, PE[p, 2i+1] = cos θ; computed in f32.
@@ -80,11 +80,17 @@ struct Mlp<'a> {
 impl Mlp<'_> {
     /// `(c_fc(a), gelu(c_fc(a)), c_proj(gelu(c_fc(a))))`: the pre-activation, the
     /// post-activation and the output, all three kept for the probes.
-    fn forward(&self, a: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    fn traced(&self, a: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let pre = linear(a, self.c_fc.0, Some(self.c_fc.1))?;
         let post = crate::ops::gelu(&pre, self.gelu)?; // tanh approximation, fused on the CPU
         let out = linear(&post, self.c_proj.0, Some(self.c_proj.1))?;
         Ok((pre, post, out))
+    }
+
+    /// `c_proj(gelu(c_fc(a)))` alone, the first layer and GELU one node (the same values).
+    fn forward(&self, a: &Tensor) -> Result<Tensor> {
+        let post = linear_gelu(a, self.c_fc.0, self.c_fc.1, self.gelu)?;
+        linear(&post, self.c_proj.0, Some(self.c_proj.1))
     }
 }
 
@@ -133,21 +139,31 @@ impl<'a> Block<'a> {
         })
     }
 
-    /// The block on `x` (B, T, d), with every tensor the probes read; `block_out` is the next
-    /// block's input.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<LayerTrace> {
+    /// The block on `x` (B, T, d): its output, the next block's input, and with `trace` every
+    /// tensor the probes read.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        trace: bool,
+    ) -> Result<(Tensor, Option<LayerTrace>)> {
         let u = layer_norm(x, self.ln_1.0, self.ln_1.1, LN_EPS)?;
         let y = self.attn.forward(&u, mask)?;
         let a = (u + y)?;
-        let (pre, post, out) = self.mlp.forward(&a)?;
+        if !trace {
+            let out = self.mlp.forward(&a)?;
+            return Ok(((&a + &out)?, None));
+        }
+        let (pre, post, out) = self.mlp.traced(&a)?;
         let block_out = (&a + &out)?;
-        Ok(LayerTrace {
+        let layer = LayerTrace {
             mlp_in: a,
             mlp_pre: pre,
             mlp_post: post,
             mlp_out: out,
-            block_out,
-        })
+            block_out: block_out.clone(),
+        };
+        Ok((block_out, Some(layer)))
     }
 }
 
@@ -221,9 +237,9 @@ impl Gpt {
         let mut x = tok.broadcast_add(&self.pe.narrow(0, 0, t)?)?;
         let mask = self.causal.narrow(0, 0, t)?.narrow(1, 0, t)?;
         for l in 0..self.cfg.n_layer {
-            let layer = Block::of(self, l)?.forward(&x, &mask)?;
-            x = layer.block_out.clone();
-            if let Some(tr) = trace.as_deref_mut() {
+            let (out, layer) = Block::of(self, l)?.forward(&x, &mask, trace.is_some())?;
+            x = out;
+            if let (Some(tr), Some(layer)) = (trace.as_deref_mut(), layer) {
                 tr.layers.push(layer);
             }
         }

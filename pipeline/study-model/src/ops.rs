@@ -17,7 +17,8 @@
 //! zeroed buffer and copy candle gives each node's gradient; its values are candle's to the bit.
 //! [`causal_attention`] does the same for attention's core — seventeen nodes from the fused
 //! projection to the merged heads — and runs its per-head products in parallel over batch rows.
-//! [`cross_entropy`] makes the loss, thirteen nodes from the logits, one.
+//! [`linear_gelu`] joins the MLP's first layer and its activation; [`cross_entropy`] makes the
+//! loss, thirteen nodes from the logits, one.
 
 mod attention;
 mod bias;
@@ -36,7 +37,7 @@ pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;
-pub use linear::linear;
+pub use linear::{linear, linear_gelu};
 pub use softmax::{causal_mask, causal_softmax};
 
 use candle_core::{CpuStorage, Layout, Result};

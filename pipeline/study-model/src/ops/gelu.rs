@@ -142,23 +142,31 @@ impl CustomOp1 for GeluOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l)?;
-        let y = gelu_map(
-            self.0,
-            x,
-            x,
-            |v, _| gelu_scalar(v).0,
-            |o, x, _| gelu_fwd_lanes(o, x),
-        );
+        let y = forward(self.0, f32_slice(s, l)?);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad_res.contiguous()?;
-        Ok(Some(
-            arg.contiguous()?.apply_op2_no_bwd(&g, &GeluGrad(self.0))?,
-        ))
+        Ok(Some(grad(self.0, arg, grad_res)?))
     }
+}
+
+/// `gelu(x)` elementwise with `kind`'s kernel (the fused op's forward, and the fused linear
+/// layer's epilogue).
+pub(super) fn forward(kind: Gelu, x: &[f32]) -> Vec<f32> {
+    gelu_map(
+        kind,
+        x,
+        x,
+        |v, _| gelu_scalar(v).0,
+        |o, x, _| gelu_fwd_lanes(o, x),
+    )
+}
+
+/// `grad · gelu'(x)`, not differentiable (the fused op's backward, and the fused linear layer's).
+pub(super) fn grad(kind: Gelu, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&grad.contiguous()?, &GeluGrad(kind))
 }
 
 /// `grad · gelu'(x)` in one pass.

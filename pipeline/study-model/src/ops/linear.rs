@@ -9,11 +9,13 @@
 //! sum. Values and gradients are therefore the composed layer's to the bit (the test below), and
 //! training trajectories do not change.
 
+use std::sync::OnceLock;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::bias::{ColumnSum, add_to_rows};
-use super::f32_slice;
+use super::{Gelu, f32_slice, gelu};
 
 /// `x Wᵀ + b` for `x` of shape (…, in), `w` of shape (out, in) (PyTorch's `Linear` layout) and
 /// an optional bias of shape (out); the result has shape (…, out). Differentiable in all three.
@@ -27,6 +29,24 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         }
     } else {
         composed(x, w, b)
+    }
+}
+
+/// `gelu(x Wᵀ + b)`: the MLP's first layer and its activation as one node (shapes as
+/// [`linear`]). The backward takes the pre-activation kept by the forward straight to the layer's
+/// gradients, sparing the zeroed buffer and add candle gives the activation's input gradient; the
+/// values are [`linear`] then [`gelu`](super::gelu)'s to the bit. One fused node on the CPU for
+/// f32; the two ops elsewhere.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor, kind: Gelu) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let op = LinearGelu {
+            kind,
+            pre: OnceLock::new(),
+        };
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    } else {
+        super::gelu(&linear(x, w, Some(b))?, kind)
     }
 }
 
@@ -166,6 +186,58 @@ impl CustomOp3 for Linear {
     }
 }
 
+/// [`linear_gelu`]'s node; `pre` is `x Wᵀ + b`, set by the forward for the backward.
+struct LinearGelu {
+    kind: Gelu,
+    pre: OnceLock<Tensor>,
+}
+
+impl CustomOp3 for LinearGelu {
+    fn name(&self) -> &'static str {
+        "study-linear-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (pre, shape) = Linear::forward(sx, lx, sw, lw, Some(f32_slice(sb, lb)?))?;
+        let CpuStorage::F32(pre) = pre else {
+            candle_core::bail!("linear_gelu: expected f32 storage");
+        };
+        let post = gelu::forward(self.kind, &pre);
+        // One forward per node: a second `set` cannot happen, and would keep the first.
+        let _ = self.pre.set(Tensor::from_vec(
+            pre,
+            shape.clone(),
+            &candle_core::Device::Cpu,
+        )?);
+        Ok((CpuStorage::F32(post), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(pre) = self.pre.get() else {
+            candle_core::bail!("linear_gelu: backward before forward");
+        };
+        let d_pre = gelu::grad(self.kind, pre, grad_res)?;
+        let (dx, dw) = Linear::grads(x, w, &d_pre)?;
+        let db = d_pre.apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +318,45 @@ mod tests {
                 &ours,
                 "fallback",
             );
+        }
+    }
+
+    /// The fused layer + GELU against the two nodes it replaces, with either GELU kernel: the
+    /// output and all three gradients, bit for bit.
+    #[test]
+    fn the_fused_linear_gelu_is_linear_then_gelu_to_the_bit() {
+        let dev = Device::Cpu;
+        for (dims, d_out) in [(vec![4usize, 7, 12], 20usize), (vec![64, 27, 48], 192)] {
+            for kind in [Gelu::Exact, Gelu::Vectorised] {
+                let d_in = *dims.last().expect("dims");
+                let n: usize = dims.iter().product();
+                let x = Var::from_tensor(&ramp(&dev, n, 0.37, &dims)).expect("x");
+                let w =
+                    Var::from_tensor(&ramp(&dev, d_out * d_in, 0.11, &[d_out, d_in])).expect("w");
+                let b = Var::from_tensor(&ramp(&dev, d_out, 0.7, &[d_out])).expect("b");
+                let mut up_dims = dims.clone();
+                *up_dims.last_mut().expect("dims") = d_out;
+                let up = ramp(&dev, n / d_in * d_out, 0.13, &up_dims);
+                let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+                let theirs = linear(xt, wt, Some(bt))
+                    .and_then(|pre| crate::ops::gelu(&pre, kind))
+                    .expect("theirs");
+                let ours = linear_gelu(xt, wt, bt, kind).expect("ours");
+                assert_bits_equal(&ours, &theirs, "output");
+                let grads = |y: &Tensor| {
+                    (y * &up)
+                        .and_then(|t| t.sum_all()?.backward())
+                        .expect("bwd")
+                };
+                let (ga, gb) = (grads(&ours), grads(&theirs));
+                for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                    let (p, q) = (
+                        ga.get(v.as_tensor()).expect("ours"),
+                        gb.get(v.as_tensor()).expect("theirs"),
+                    );
+                    assert_bits_equal(p, q, name);
+                }
+            }
         }
     }
 
