@@ -162,7 +162,8 @@ bench:
 	$(CARGO) bench -p study-model --bench train
 
 ## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads; installs torch into STUDY_TOOLS, ~5 GB, once)
-BENCH_OUT := $(TARGET_DIR)/bench-pytorch
+# Absolute: `cargo bench` runs the bench in its package folder, where a relative path would land.
+BENCH_OUT := $(abspath $(TARGET_DIR))/bench-pytorch
 TORCH_PY := $(STUDY_TOOLS)/bench-pytorch/bin/python
 bench-pytorch:
 	test -x $(TORCH_PY) || { python3 -m venv $(STUDY_TOOLS)/bench-pytorch && $(STUDY_TOOLS)/bench-pytorch/bin/pip install -q torch safetensors numpy; }
