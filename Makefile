@@ -157,8 +157,11 @@ test:
 	$(MAKE) notebooks-test
 
 ## bench: throughput benchmarks (corpus samples/s per set; training steps/s, GFLOP/s; peak memory)
+# `-p study-model` beside `-p study`: resolved alone, the `study` crate's graph turns on fewer
+# features of gemm, half, … than the `study` binary's (no candle in it), so the corpus bench would
+# compile faer, polars and 80 crates again instead of reusing the release build.
 bench:
-	$(CARGO) bench -p study --bench corpus
+	$(CARGO) bench -p study -p study-model --bench corpus
 	$(CARGO) bench -p study-model --bench train
 
 ## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads; installs torch into STUDY_TOOLS, ~5 GB, once)
