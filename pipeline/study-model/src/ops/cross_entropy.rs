@@ -34,7 +34,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, ignore: u32) -> Result<(
         return composed(logits, targets, ignore);
     }
     let (bsz, t, v) = logits.dims3()?;
-    if targets.dims() != [bsz, t] {
+    if v == 0 || targets.dims() != [bsz, t] {
         candle_core::bail!(
             "cross_entropy: logits {:?} against targets {:?}",
             logits.dims(),
@@ -218,9 +218,10 @@ impl CustomOp2 for CrossEntropy {
         let Some(saved) = self.saved.get() else {
             candle_core::bail!("cross_entropy: backward before forward");
         };
-        // The loss's own gradient scales every term (1 for `loss.backward()`).
+        // The loss's own gradient scales every term (1 for `loss.backward()`), through the
+        // division's backward: `up · mul + 0`, as candle's affine computes it.
         let up = grad_res.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let mul = up * self.mul;
+        let mul = up * self.mul + 0.0;
         let v = self.vocab;
         let mut g = vec![0f32; saved.e.len()];
         g.par_chunks_mut(v)
@@ -321,6 +322,11 @@ mod tests {
     #[test]
     fn a_target_outside_the_vocabulary_is_an_error() {
         let dev = Device::Cpu;
+        if candle_sums_like_ours() {
+            let empty = Tensor::zeros((1, 2, 0), DType::F32, &dev).expect("x");
+            let y = Tensor::new(&[[0u32, 0]], &dev).expect("y");
+            assert!(cross_entropy(&empty, &y, 9).is_err(), "an empty vocabulary");
+        }
         let x = Tensor::zeros((1, 2, 5), DType::F32, &dev).expect("x");
         let y = Tensor::new(&[[1u32, 7]], &dev).expect("y");
         let err = cross_entropy(&x, &y, 9).expect_err("7 ≥ 5").to_string();
