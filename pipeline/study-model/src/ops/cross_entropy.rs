@@ -198,13 +198,15 @@ impl CustomOp2 for CrossEntropy {
                 *weighted = logp * if counts { 1.0 } else { 0.0 };
             });
         let loss = -candle_sum(&weighted) * self.mul + 0.0;
-        // The op runs once per node; a second forward would be a bug in candle, not data.
-        let _ = self.saved.set(Saved {
+        let saved = Saved {
             e,
             s,
             is_max,
             picked,
-        });
+        };
+        if self.saved.set(saved).is_err() {
+            candle_core::bail!("cross_entropy: one node ran its forward twice");
+        }
         Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
     }
 

@@ -124,6 +124,21 @@ impl Linear {
         let dw = x.detach().reshape((rows, d_in))?.t()?.matmul(&dy)?.t()?;
         Ok((dx, dw))
     }
+
+    /// (dx, dw, db): [`Linear::grads`] and the bias gradient, the output gradient's row-major
+    /// column sum — a biased layer's three gradients.
+    fn grads_with_bias(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Self::grads(x, w, grad)?;
+        let db = grad
+            .contiguous()?
+            .apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
 }
 
 impl CustomOp2 for Linear {
@@ -178,11 +193,7 @@ impl CustomOp3 for Linear {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::grads(x, w, grad_res)?;
-        let db = grad_res
-            .contiguous()?
-            .apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Self::grads_with_bias(x, w, b, grad_res)
     }
 }
 
@@ -211,12 +222,10 @@ impl CustomOp3 for LinearGelu {
             candle_core::bail!("linear_gelu: expected f32 storage");
         };
         let post = gelu::forward(self.kind, &pre);
-        // One forward per node: a second `set` cannot happen, and would keep the first.
-        let _ = self.pre.set(Tensor::from_vec(
-            pre,
-            shape.clone(),
-            &candle_core::Device::Cpu,
-        )?);
+        let pre = Tensor::from_vec(pre, shape.clone(), &candle_core::Device::Cpu)?;
+        if self.pre.set(pre).is_err() {
+            candle_core::bail!("linear_gelu: one node ran its forward twice");
+        }
         Ok((CpuStorage::F32(post), shape))
     }
 
@@ -231,10 +240,7 @@ impl CustomOp3 for LinearGelu {
         let Some(pre) = self.pre.get() else {
             candle_core::bail!("linear_gelu: backward before forward");
         };
-        let d_pre = gelu::grad(self.kind, pre, grad_res)?;
-        let (dx, dw) = Linear::grads(x, w, &d_pre)?;
-        let db = d_pre.apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Linear::grads_with_bias(x, w, b, &gelu::grad(self.kind, pre, grad_res)?)
     }
 }
 
