@@ -105,8 +105,8 @@ struct CausalSelfAttention<'a> {
 impl CausalSelfAttention<'_> {
     /// Attention over `u` (B, T, d) with the additive causal `mask` (T, T).
     fn forward(&self, u: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let qkv = linear(u, self.c_attn.0, Some(self.c_attn.1))?;
-        let y = crate::ops::causal_attention(&qkv, self.n_head, mask)?;
+        let (w, b) = self.c_attn;
+        let y = crate::ops::projected_causal_attention(u, w, b, self.n_head, mask)?;
         linear(&y, self.c_proj.0, Some(self.c_proj.1))
     }
 }

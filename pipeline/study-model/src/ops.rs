@@ -17,8 +17,9 @@
 //! zeroed buffer and copy candle gives each node's gradient; its values are candle's to the bit.
 //! [`causal_attention`] does the same for attention's core — seventeen nodes from the fused
 //! projection to the merged heads — and runs its per-head products in parallel over batch rows.
-//! [`linear_gelu`] joins the MLP's first layer and its activation; [`cross_entropy`] makes the
-//! loss, thirteen nodes from the logits, one.
+//! [`projected_causal_attention`] joins that core to its input projection, [`linear_gelu`] the
+//! MLP's first layer to its activation; [`cross_entropy`] makes the loss, thirteen nodes from the
+//! logits, one.
 
 mod attention;
 mod bias;
@@ -32,7 +33,7 @@ mod softmax;
 mod check;
 
 pub use crate::gpt::Gelu;
-pub use attention::causal_attention;
+pub use attention::{causal_attention, projected_causal_attention};
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu;

@@ -20,10 +20,13 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
 use super::f32_slice;
+use super::linear::{Linear, linear};
 use super::softmax::{causal_softmax, softmax_grad_row, softmax_row};
 
 /// `softmax(q kᵀ / √hs + mask) v` for every head, merged back to (B, T, d), from `qkv` (B, T, 3d)
@@ -42,6 +45,36 @@ pub fn causal_attention(qkv: &Tensor, n_head: usize, mask: &Tensor) -> Result<Te
     } else {
         composed(qkv, heads, mask)
     }
+}
+
+/// `causal_attention(x Wᵀ + b)`: attention's input projection (`c_attn`, `w` of shape (3d, in))
+/// and its core as one node, so that the backward takes the core's `qkv` gradient straight to the
+/// projection's gradients instead of through a zeroed (B, T, 3d) buffer and an add. Values and
+/// gradients are [`linear`] then [`causal_attention`]'s to the bit. One fused node on the CPU for
+/// f32; the two elsewhere.
+pub fn projected_causal_attention(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    n_head: usize,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return causal_attention(&linear(x, w, Some(b))?, n_head, mask);
+    }
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = w.dim(0)?;
+    }
+    let op = ProjectedAttention {
+        core: Attention {
+            heads: Heads::of(&dims, n_head)?,
+            weights: OnceLock::new(),
+        },
+        qkv: OnceLock::new(),
+    };
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
 }
 
 /// The attention core as tensor ops (the fallback, and the fused node's reference in the tests):
@@ -216,6 +249,59 @@ impl CustomOp1 for Attention {
     }
 }
 
+/// [`projected_causal_attention`]'s node: the core's node, and the projection's output `qkv`
+/// kept for the core's backward.
+struct ProjectedAttention {
+    core: Attention,
+    qkv: OnceLock<Tensor>,
+}
+
+impl CustomOp3 for ProjectedAttention {
+    fn name(&self) -> &'static str {
+        "study-projected-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (qkv, shape) = Linear::forward(sx, lx, sw, lw, Some(f32_slice(sb, lb)?))?;
+        let out = self
+            .core
+            .cpu_fwd(&qkv, &Layout::contiguous(shape.clone()))?;
+        let CpuStorage::F32(qkv) = qkv else {
+            candle_core::bail!("projected attention: expected f32 storage");
+        };
+        let qkv = Tensor::from_vec(qkv, shape, &candle_core::Device::Cpu)?;
+        if self.qkv.set(qkv).is_err() {
+            candle_core::bail!("projected attention: one node ran its forward twice");
+        }
+        Ok(out)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(qkv) = self.qkv.get() else {
+            candle_core::bail!("projected attention: backward before forward");
+        };
+        let Some(d_qkv) = self.core.bwd(qkv, res, grad_res)? else {
+            candle_core::bail!("projected attention: the core gave no gradient");
+        };
+        Linear::grads_with_bias(x, w, b, &d_qkv)
+    }
+}
+
 /// The gradient of `qkv` from `qkv`, the output's gradient and the saved weights.
 struct AttentionGrad<'a> {
     heads: Heads,
@@ -349,6 +435,39 @@ mod tests {
                 bits(&row0) == bits(&alone),
                 "the first position looks ahead"
             );
+        }
+    }
+
+    /// The projection and the core as one node against the two nodes it replaces: output and
+    /// the gradients of the input, weight and bias, bit for bit.
+    #[test]
+    fn the_projected_attention_is_linear_then_attention_to_the_bit() {
+        let dev = Device::Cpu;
+        for (b, t, d, nh) in [(2, 5, 12, 3), (4, 27, 48, 3)] {
+            let x = Var::from_tensor(&ramp(&dev, b * t * d, 0.37, 1.5, &[b, t, d])).expect("x");
+            let w = Var::from_tensor(&ramp(&dev, 3 * d * d, 0.11, 0.3, &[3 * d, d])).expect("w");
+            let bias = Var::from_tensor(&ramp(&dev, 3 * d, 0.7, 0.2, &[3 * d])).expect("b");
+            let up = ramp(&dev, b * t * d, 0.13, 1.0, &[b, t, d]);
+            let mask = causal_mask(t, &dev).expect("mask");
+            let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+            let ours = projected_causal_attention(xt, wt, bt, nh, &mask).expect("ours");
+            let theirs = linear(xt, wt, Some(bt))
+                .and_then(|qkv| causal_attention(&qkv, nh, &mask))
+                .expect("theirs");
+            assert!(bits(&ours) == bits(&theirs), "output at {b}×{t}×{d}");
+            let grads = |y: &Tensor| {
+                (y * &up)
+                    .and_then(|t| t.sum_all()?.backward())
+                    .expect("bwd")
+            };
+            let (ga, gb) = (grads(&ours), grads(&theirs));
+            for (name, v) in [("x", &x), ("w", &w), ("b", &bias)] {
+                let (p, q) = (
+                    ga.get(v.as_tensor()).expect("ours"),
+                    gb.get(v.as_tensor()).expect("theirs"),
+                );
+                assert!(bits(p) == bits(q), "{name} gradient at {b}×{t}×{d}");
+            }
         }
     }
 

@@ -78,12 +78,12 @@ fn out_shape(input: &Shape, out: usize) -> Shape {
     Shape::from(dims)
 }
 
-struct Linear;
+pub(super) struct Linear;
 
 impl Linear {
     /// `x Wᵀ (+ b)`: candle's matmul of the (rows, in) view of `x` by the transposed view of `w`
     /// — the call `x.reshape((rows, in)).matmul(&w.t())` makes — then the bias added row by row.
-    fn forward(
+    pub(super) fn forward(
         sx: &CpuStorage,
         lx: &Layout,
         sw: &CpuStorage,
@@ -127,7 +127,7 @@ impl Linear {
 
     /// (dx, dw, db): [`Linear::grads`] and the bias gradient, the output gradient's row-major
     /// column sum — a biased layer's three gradients.
-    fn grads_with_bias(
+    pub(super) fn grads_with_bias(
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
