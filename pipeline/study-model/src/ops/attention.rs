@@ -20,13 +20,11 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::f32_slice;
-use super::linear::{Linear, linear};
+use super::linear::{Epilogue, LinearThen, linear};
 use super::softmax::{causal_softmax, softmax_grad_row, softmax_row};
 
 /// `softmax(q kᵀ / √hs + mask) v` for every head, merged back to (B, T, d), from `qkv` (B, T, 3d)
@@ -66,15 +64,11 @@ pub fn projected_causal_attention(
     if let Some(last) = dims.last_mut() {
         *last = w.dim(0)?;
     }
-    let op = ProjectedAttention {
-        core: Attention {
-            heads: Heads::of(&dims, n_head)?,
-            weights: OnceLock::new(),
-        },
-        qkv: OnceLock::new(),
+    let core = Attention {
+        heads: Heads::of(&dims, n_head)?,
+        weights: OnceLock::new(),
     };
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    LinearThen::apply(core, x, w, b)
 }
 
 /// The attention core as tensor ops (the fallback, and the fused node's reference in the tests):
@@ -249,56 +243,17 @@ impl CustomOp1 for Attention {
     }
 }
 
-/// [`projected_causal_attention`]'s node: the core's node, and the projection's output `qkv`
-/// kept for the core's backward.
-struct ProjectedAttention {
-    core: Attention,
-    qkv: OnceLock<Tensor>,
-}
+/// The core as the epilogue of its input projection ([`projected_causal_attention`]).
+impl Epilogue for Attention {
+    const NAME: &'static str = "study-projected-causal-attention";
 
-impl CustomOp3 for ProjectedAttention {
-    fn name(&self) -> &'static str {
-        "study-projected-causal-attention"
+    fn forward(&self, qkv: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.cpu_fwd(qkv, l)
     }
 
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-        sb: &CpuStorage,
-        lb: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (qkv, shape) = Linear::forward(sx, lx, sw, lw, Some(f32_slice(sb, lb)?))?;
-        let out = self
-            .core
-            .cpu_fwd(&qkv, &Layout::contiguous(shape.clone()))?;
-        let CpuStorage::F32(qkv) = qkv else {
-            candle_core::bail!("projected attention: expected f32 storage");
-        };
-        let qkv = Tensor::from_vec(qkv, shape, &candle_core::Device::Cpu)?;
-        if self.qkv.set(qkv).is_err() {
-            candle_core::bail!("projected attention: one node ran its forward twice");
-        }
-        Ok(out)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(qkv) = self.qkv.get() else {
-            candle_core::bail!("projected attention: backward before forward");
-        };
-        let Some(d_qkv) = self.core.bwd(qkv, res, grad_res)? else {
-            candle_core::bail!("projected attention: the core gave no gradient");
-        };
-        Linear::grads_with_bias(x, w, b, &d_qkv)
+    fn backward(&self, qkv: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        self.bwd(qkv, res, grad)?
+            .ok_or_else(|| candle_core::Error::Msg("causal attention: no gradient".into()))
     }
 }
 

@@ -39,12 +39,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// f32; the two ops elsewhere.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor, kind: Gelu) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        let op = LinearGelu {
-            kind,
-            pre: OnceLock::new(),
-        };
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+        LinearThen::apply(GeluEpilogue(kind), x, w, b)
     } else {
         super::gelu(&linear(x, w, Some(b))?, kind)
     }
@@ -78,12 +73,12 @@ fn out_shape(input: &Shape, out: usize) -> Shape {
     Shape::from(dims)
 }
 
-pub(super) struct Linear;
+struct Linear;
 
 impl Linear {
     /// `x Wᵀ (+ b)`: candle's matmul of the (rows, in) view of `x` by the transposed view of `w`
     /// — the call `x.reshape((rows, in)).matmul(&w.t())` makes — then the bias added row by row.
-    pub(super) fn forward(
+    fn forward(
         sx: &CpuStorage,
         lx: &Layout,
         sw: &CpuStorage,
@@ -127,7 +122,7 @@ impl Linear {
 
     /// (dx, dw, db): [`Linear::grads`] and the bias gradient, the output gradient's row-major
     /// column sum — a biased layer's three gradients.
-    pub(super) fn grads_with_bias(
+    fn grads_with_bias(
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
@@ -197,15 +192,39 @@ impl CustomOp3 for Linear {
     }
 }
 
-/// [`linear_gelu`]'s node; `pre` is `x Wᵀ + b`, set by the forward for the backward.
-struct LinearGelu {
-    kind: Gelu,
-    pre: OnceLock<Tensor>,
+/// What a [`LinearThen`] node applies to the layer's output `y = x Wᵀ + b`, and its gradient.
+pub(super) trait Epilogue: Send + Sync + 'static {
+    /// The node's name in candle's graph.
+    const NAME: &'static str;
+    /// The node's output from `y` (contiguous, of layout `l`).
+    fn forward(&self, y: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)>;
+    /// The gradient of `y` from `y`, the node's output and that output's gradient.
+    fn backward(&self, y: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Tensor>;
 }
 
-impl CustomOp3 for LinearGelu {
+/// `epilogue(x Wᵀ + b)` as one node: the layer's output is kept for the epilogue's backward,
+/// whose gradient goes straight to the layer's three gradients — no zeroed buffer and add for it
+/// in between, as two nodes would have.
+pub(super) struct LinearThen<E> {
+    epilogue: E,
+    y: OnceLock<Tensor>,
+}
+
+impl<E: Epilogue> LinearThen<E> {
+    /// The node on `x`, `w`, `b` (CPU, f32).
+    pub(super) fn apply(epilogue: E, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let op = Self {
+            epilogue,
+            y: OnceLock::new(),
+        };
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
+    }
+}
+
+impl<E: Epilogue> CustomOp3 for LinearThen<E> {
     fn name(&self) -> &'static str {
-        "study-linear-gelu"
+        E::NAME
     }
 
     fn cpu_fwd(
@@ -217,16 +236,21 @@ impl CustomOp3 for LinearGelu {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (pre, shape) = Linear::forward(sx, lx, sw, lw, Some(f32_slice(sb, lb)?))?;
-        let CpuStorage::F32(pre) = pre else {
-            candle_core::bail!("linear_gelu: expected f32 storage");
+        let (y, shape) = Linear::forward(sx, lx, sw, lw, Some(f32_slice(sb, lb)?))?;
+        let out = self
+            .epilogue
+            .forward(&y, &Layout::contiguous(shape.clone()))?;
+        let CpuStorage::F32(y) = y else {
+            candle_core::bail!("{}: expected f32 storage", E::NAME);
         };
-        let post = gelu::forward(self.kind, &pre);
-        let pre = Tensor::from_vec(pre, shape.clone(), &candle_core::Device::Cpu)?;
-        if self.pre.set(pre).is_err() {
-            candle_core::bail!("linear_gelu: one node ran its forward twice");
+        if self
+            .y
+            .set(Tensor::from_vec(y, shape, &candle_core::Device::Cpu)?)
+            .is_err()
+        {
+            candle_core::bail!("{}: one node ran its forward twice", E::NAME);
         }
-        Ok((CpuStorage::F32(post), shape))
+        Ok(out)
     }
 
     fn bwd(
@@ -234,13 +258,29 @@ impl CustomOp3 for LinearGelu {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(pre) = self.pre.get() else {
-            candle_core::bail!("linear_gelu: backward before forward");
+        let Some(y) = self.y.get() else {
+            candle_core::bail!("{}: backward before forward", E::NAME);
         };
-        Linear::grads_with_bias(x, w, b, &gelu::grad(self.kind, pre, grad_res)?)
+        Linear::grads_with_bias(x, w, b, &self.epilogue.backward(y, res, grad_res)?)
+    }
+}
+
+/// GELU as [`linear_gelu`]'s epilogue.
+struct GeluEpilogue(Gelu);
+
+impl Epilogue for GeluEpilogue {
+    const NAME: &'static str = "study-linear-gelu";
+
+    fn forward(&self, y: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let post = gelu::forward(self.0, f32_slice(y, l)?);
+        Ok((CpuStorage::F32(post), l.shape().clone()))
+    }
+
+    fn backward(&self, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        gelu::grad(self.0, y, grad)
     }
 }
 
