@@ -339,7 +339,7 @@ impl CustomOp2 for AttentionGrad<'_> {
 mod tests {
     use super::*;
     use crate::ops::causal_mask;
-    use crate::ops::check::bits;
+    use crate::ops::check::{assert_same_gradient_bits, bits};
     use candle_core::{Device, Var};
 
     fn ramp(dev: &Device, n: usize, k: f64, a: f64, shape: &[usize]) -> Tensor {
@@ -410,19 +410,8 @@ mod tests {
                 .and_then(|qkv| causal_attention(&qkv, nh, &mask))
                 .expect("theirs");
             assert!(bits(&ours) == bits(&theirs), "output at {b}×{t}×{d}");
-            let grads = |y: &Tensor| {
-                (y * &up)
-                    .and_then(|t| t.sum_all()?.backward())
-                    .expect("bwd")
-            };
-            let (ga, gb) = (grads(&ours), grads(&theirs));
-            for (name, v) in [("x", &x), ("w", &w), ("b", &bias)] {
-                let (p, q) = (
-                    ga.get(v.as_tensor()).expect("ours"),
-                    gb.get(v.as_tensor()).expect("theirs"),
-                );
-                assert!(bits(p) == bits(q), "{name} gradient at {b}×{t}×{d}");
-            }
+            let vars = [("x", &x), ("w", &w), ("b", &bias)];
+            assert_same_gradient_bits(&ours, &theirs, &up, &vars, &format!("{b}×{t}×{d}"));
         }
     }
 

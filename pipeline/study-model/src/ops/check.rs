@@ -46,3 +46,23 @@ pub(super) fn bits(t: &Tensor) -> Vec<u32> {
         .map(f32::to_bits)
         .collect()
 }
+
+/// Asserts that the gradients of Σ ours ⊙ up and Σ theirs ⊙ up are equal bit for bit for every
+/// named variable in `vars`; `what` names the case in the message.
+pub(super) fn assert_same_gradient_bits(
+    ours: &Tensor,
+    theirs: &Tensor,
+    up: &Tensor,
+    vars: &[(&str, &Var)],
+    what: &str,
+) {
+    let grads = |y: &Tensor| (y * up).and_then(|t| t.sum_all()?.backward()).expect("bwd");
+    let (ga, gb) = (grads(ours), grads(theirs));
+    for (name, v) in vars {
+        let (p, q) = (
+            ga.get(v.as_tensor()).expect("ours"),
+            gb.get(v.as_tensor()).expect("theirs"),
+        );
+        assert!(bits(p) == bits(q), "{name} gradient differs at {what}");
+    }
+}

@@ -287,7 +287,7 @@ impl Epilogue for GeluEpilogue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::check::bits;
+    use crate::ops::check::{assert_same_gradient_bits, bits};
     use candle_core::{Device, Var};
 
     /// Every element of `a` and `b` equal as bits.
@@ -389,19 +389,8 @@ mod tests {
                     .expect("theirs");
                 let ours = linear_gelu(xt, wt, bt, kind).expect("ours");
                 assert_bits_equal(&ours, &theirs, "output");
-                let grads = |y: &Tensor| {
-                    (y * &up)
-                        .and_then(|t| t.sum_all()?.backward())
-                        .expect("bwd")
-                };
-                let (ga, gb) = (grads(&ours), grads(&theirs));
-                for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
-                    let (p, q) = (
-                        ga.get(v.as_tensor()).expect("ours"),
-                        gb.get(v.as_tensor()).expect("theirs"),
-                    );
-                    assert_bits_equal(p, q, name);
-                }
+                let vars = [("x", &x), ("w", &w), ("b", &b)];
+                assert_same_gradient_bits(&ours, &theirs, &up, &vars, &format!("{kind:?}"));
             }
         }
     }
