@@ -19,11 +19,13 @@
 //! projection to the merged heads — and runs its per-head products in parallel over batch rows.
 //! [`projected_causal_attention`] joins that core to its input projection, [`linear_gelu`] the
 //! MLP's first layer to its activation; [`cross_entropy`] makes the loss, thirteen nodes from the
-//! logits, one.
+//! logits, one. The softmaxes of attention and of the loss take their exponentials at SIMD width
+//! (`exp`: glibc's `expf` restated lane by lane, equal to it to the bit).
 
 mod attention;
 mod bias;
 mod cross_entropy;
+mod exp;
 mod gelu;
 mod layer_norm;
 mod linear;

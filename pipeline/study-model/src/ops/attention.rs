@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::f32_slice;
 use super::linear::{Epilogue, LinearThen, linear};
-use super::softmax::{causal_softmax, softmax_grad_row, softmax_row};
+use super::softmax::{causal_softmax, softmax_block, softmax_grad_row};
 
 /// `softmax(q kᵀ / √hs + mask) v` for every head, merged back to (B, T, d), from `qkv` (B, T, 3d)
 /// — queries, keys and values side by side, each `n_head` heads of width `hs = d / n_head`, as
@@ -215,8 +215,8 @@ impl CustomOp1 for Attention {
                 let CpuStorage::F32(mut p) = scores else {
                     candle_core::bail!("causal attention: expected f32 scores");
                 };
-                for (r, row) in p.chunks_exact_mut(h.t).enumerate() {
-                    softmax_row(row, r % h.t + 1, scale);
+                for block in p.chunks_exact_mut(h.t * h.t) {
+                    softmax_block(block, h.t, scale);
                 }
                 let p = CpuStorage::F32(p);
                 // weights · v: (nh, T, T) × (nh, T, hs).

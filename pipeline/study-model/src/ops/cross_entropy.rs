@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::{ROWS_PER_TASK, f32_slice};
 
 /// Token-mean cross-entropy of `logits` (B, T, V) against `targets` (B, T), ignoring positions
@@ -189,9 +190,10 @@ impl CustomOp2 for CrossEntropy {
                 let row = &x[i * v..(i + 1) * v];
                 let max = row.iter().copied().fold(row[0], f32::max);
                 for ((e, m), &xj) in e.iter_mut().zip(is_max.iter_mut()).zip(row) {
-                    *e = (xj - max).exp();
+                    *e = xj - max;
                     *m = xj == max;
                 }
+                exp_in_place(e); // libm's `expf` to the bit, at SIMD width
                 *s = candle_sum(e);
                 let (t, counts) = picked[i];
                 let logp = (row[t] - max) - s.ln();

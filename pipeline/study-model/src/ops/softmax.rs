@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 
+use super::exp::exp_in_place;
 use super::f32_slice;
 
 /// The additive causal mask of a context of `t` tokens: (t, t), 0 where key `j ≤` query `i`,
@@ -64,11 +65,10 @@ impl CustomOp1 for CausalSoftmax {
         let x = f32_slice(s, l)?;
         let t = square_side(l)?;
         let mut y = x.to_vec();
-        // Row by row (a row's value never depends on how rows are split across threads).
-        y.par_chunks_mut(t)
-            .enumerate()
-            .with_min_len(64)
-            .for_each(|(r, row)| softmax_row(row, r % t + 1, self.scale));
+        // Block by block (a row's value never depends on how blocks are split across threads).
+        y.par_chunks_mut(t * t)
+            .with_min_len(64usize.div_ceil(t))
+            .for_each(|block| softmax_block(block, t, self.scale));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -117,28 +117,48 @@ impl CustomOp2 for CausalSoftmaxGrad {
     }
 }
 
-/// One row of causal attention weights, in place: the scores of query `i` against every key
-/// become `softmax(scale · score)` over the `seen = i + 1` keys it may attend to, and 0 for the
-/// keys after it. The composed version's operations in its order: scale, max, exp, sum, divide.
-pub(super) fn softmax_row(row: &mut [f32], seen: usize, scale: f32) {
-    let (live, ahead) = row.split_at_mut(seen);
-    let mut max = f32::NEG_INFINITY;
-    for o in live.iter_mut() {
+/// Causal attention weights of one (T, T) block of scores, in place: row `i` (query `i`)
+/// becomes `softmax(scale · score)` over the `i + 1` keys it may attend to, and 0 for the keys
+/// after it. Each row takes the composed version's operations in its order — scale, max, exp,
+/// sum, divide — so every value is the row-at-a-time loop's to the bit (the test below), but the
+/// block runs them side by side: the exps over the whole block at SIMD width ([`exp_in_place`],
+/// libm's `expf` to the bit; the keys after the diagonal enter as −∞ and leave as the 0 the
+/// row needs), the row maxima and sums as `T` independent running values taken a key at a time,
+/// instead of one row's dependent chain after another. (A maximum does not depend on the order
+/// of its arguments; where it could be −0 or +0, `exp(x − max)` is the same.)
+pub(super) fn softmax_block(p: &mut [f32], t: usize, scale: f32) {
+    debug_assert_eq!(p.len(), t * t);
+    for o in p.iter_mut() {
         *o *= scale;
-        max = max.max(*o);
     }
-    let mut sum = 0f32;
-    for o in live.iter_mut() {
-        *o = (*o - max).exp();
-        sum += *o;
+    let mut max = vec![f32::NEG_INFINITY; t];
+    let mut sum = vec![0f32; t];
+    for j in 0..t {
+        for (i, m) in max.iter_mut().enumerate().skip(j) {
+            *m = m.max(p[i * t + j]);
+        }
     }
-    for o in live.iter_mut() {
-        *o /= sum;
+    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+        let (live, ahead) = row.split_at_mut(i + 1);
+        for o in live {
+            *o -= max[i];
+        }
+        ahead.fill(f32::NEG_INFINITY);
     }
-    ahead.fill(0.0);
+    exp_in_place(p);
+    for j in 0..t {
+        for (i, s) in sum.iter_mut().enumerate().skip(j) {
+            *s += p[i * t + j];
+        }
+    }
+    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+        for o in &mut row[..=i] {
+            *o /= sum[i];
+        }
+    }
 }
 
-/// The gradient of [`softmax_row`], in place: the row's output gradient `g` becomes the scores'
+/// The gradient of [`softmax_block`]'s rows, in place: the row's output gradient `g` becomes the scores'
 /// gradient `scale · y ⊙ (g − Σ g ⊙ y)` from the row's weights `y`, and 0 after key `seen`.
 pub(super) fn softmax_grad_row(g: &mut [f32], y: &[f32], seen: usize, scale: f32) {
     let (live, ahead) = g.split_at_mut(seen);
@@ -154,6 +174,73 @@ mod tests {
     use super::*;
     use crate::ops::check::{assert_same_gradients, max_diff};
     use candle_core::{Device, Var};
+
+    /// The row-at-a-time loop `softmax_block` replaced: per row scale, max, exp (libm), sum,
+    /// divide, one dependent chain each.
+    fn softmax_row(row: &mut [f32], seen: usize, scale: f32) {
+        let (live, ahead) = row.split_at_mut(seen);
+        let mut max = f32::NEG_INFINITY;
+        for o in live.iter_mut() {
+            *o *= scale;
+            max = max.max(*o);
+        }
+        let mut sum = 0f32;
+        for o in live.iter_mut() {
+            *o = (*o - max).exp();
+            sum += *o;
+        }
+        for o in live.iter_mut() {
+            *o /= sum;
+        }
+        ahead.fill(0.0);
+    }
+
+    #[test]
+    fn the_block_softmax_is_the_row_loop_to_the_bit() {
+        // Scores over eleven orders of magnitude, both zeros, ties, −∞ and NaN in and above the
+        // diagonal, at widths from one key to the paper's context.
+        let special = [
+            0.0,
+            -0.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            88.0,
+            -1e30,
+            1e-40,
+            7.5,
+        ];
+        for t in [1usize, 2, 5, 16, 17, 27, 63, 159] {
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ t as u64;
+            let block: Vec<f32> = (0..t * t)
+                .map(|k| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if k % 37 == 11 {
+                        special[(state % special.len() as u64) as usize]
+                    } else {
+                        let mag = 10f32.powi((state >> 40) as i32 % 12 - 6);
+                        ((state >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * mag
+                    }
+                })
+                .collect();
+            for scale in [0.25f32, 1.0, 0.144_337_57] {
+                let mut ours = block.clone();
+                softmax_block(&mut ours, t, scale);
+                let mut theirs = block.clone();
+                for (r, row) in theirs.chunks_exact_mut(t).enumerate() {
+                    softmax_row(row, r + 1, scale);
+                }
+                for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "t = {t}, scale {scale}, entry {k} (score {}): {a:e} against {b:e}",
+                        block[k]
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn fused_causal_softmax_equals_the_composed_one_with_gradients() {
