@@ -164,22 +164,29 @@ bench:
 	$(CARGO) bench -p study -p study-model --bench corpus
 	$(CARGO) bench -p study-model --bench train
 
-## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads; installs torch into STUDY_TOOLS, ~5 GB, once)
+## bench-pytorch: our training step beside a PyTorch mirror that must first reproduce our logits and gradients (1 and 2 threads, BENCH_ROUNDS interleaved rounds, medians; installs torch into STUDY_TOOLS, ~5 GB, once)
 # Absolute: `cargo bench` runs the bench in its package folder, where a relative path would land.
 BENCH_OUT := $(abspath $(TARGET_DIR))/bench-pytorch
 TORCH_PY := $(STUDY_TOOLS)/bench-pytorch/bin/python
+MIRROR := pipeline/study-model/benches/pytorch_mirror.py
+# Rounds of ours-then-PyTorch; the table reports medians (a shared machine drifts within minutes).
+BENCH_ROUNDS ?= 3
 bench-pytorch:
 	test -x $(TORCH_PY) || { python3 -m venv $(STUDY_TOOLS)/bench-pytorch && $(STUDY_TOOLS)/bench-pytorch/bin/pip install -q torch safetensors numpy; }
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
-	for n in 1 2; do \
-	  BENCH_FIXTURE=$(BENCH_OUT)/fixture BENCH_JSON=$(BENCH_OUT)/ours-$$n-small.jsonl BENCH_SHAPES=cpu,cpu-l18 BENCH_STEPS=50 \
-	  RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
-	  BENCH_JSON=$(BENCH_OUT)/ours-$$n-paper.jsonl BENCH_SHAPES=paper BENCH_STEPS=10 \
-	  RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	for r in $$(seq $(BENCH_ROUNDS)); do \
+	  for n in 1 2; do \
+	    BENCH_FIXTURE=$(BENCH_OUT)/fixture BENCH_JSON=$(BENCH_OUT)/run.jsonl BENCH_SHAPES=cpu,cpu-l18 BENCH_STEPS=50 \
+	    RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	    cat $(BENCH_OUT)/run.jsonl >> $(BENCH_OUT)/ours.jsonl; \
+	    BENCH_JSON=$(BENCH_OUT)/run.jsonl BENCH_SHAPES=paper BENCH_STEPS=10 \
+	    RAYON_NUM_THREADS=$$n $(CARGO) bench -p study-model --bench train || exit 1; \
+	    cat $(BENCH_OUT)/run.jsonl >> $(BENCH_OUT)/ours.jsonl; \
+	  done; \
+	  $(TORCH_PY) $(MIRROR) measure --fixture $(BENCH_OUT)/fixture --out $(BENCH_OUT)/theirs.jsonl --shapes cpu,cpu-l18 --steps 50 || exit 1; \
+	  $(TORCH_PY) $(MIRROR) measure --fixture $(BENCH_OUT)/fixture --out $(BENCH_OUT)/theirs.jsonl --shapes paper --steps 10 || exit 1; \
 	done
-	cat $(BENCH_OUT)/ours-*.jsonl > $(BENCH_OUT)/ours.jsonl
-	$(TORCH_PY) pipeline/study-model/benches/pytorch_mirror.py --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl --shapes cpu,cpu-l18 --steps 50
-	$(TORCH_PY) pipeline/study-model/benches/pytorch_mirror.py --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl --shapes paper --steps 10
+	$(TORCH_PY) $(MIRROR) table --fixture $(BENCH_OUT)/fixture --ours $(BENCH_OUT)/ours.jsonl --theirs $(BENCH_OUT)/theirs.jsonl
 
 ## timings: wall seconds and peak memory of every stage of the last run of PRESET/SEED, from its manifests (the stages' bench table)
 timings:

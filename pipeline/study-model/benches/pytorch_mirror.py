@@ -1,15 +1,21 @@
 """PyTorch mirror of `study_model::gpt` + AdamW, for the side-by-side training-step benchmark.
 
-`make bench-pytorch` runs it; by hand:
+`make bench-pytorch` runs it in interleaved rounds (`BENCH_ROUNDS`, default 3); one round by hand:
 
-    BENCH_FIXTURE=F BENCH_JSON=ours.jsonl cargo bench -p study-model --bench train
-    python pipeline/study-model/benches/pytorch_mirror.py --fixture F --ours ours.jsonl
+    BENCH_FIXTURE=F BENCH_JSON=run.jsonl cargo bench -p study-model --bench train
+    cat run.jsonl >> ours.jsonl
+    python pipeline/study-model/benches/pytorch_mirror.py measure --fixture F --out theirs.jsonl
+    python pipeline/study-model/benches/pytorch_mirror.py table --ours ours.jsonl --theirs theirs.jsonl
 
-First the parity check: the mirror loads the fixture's weights (written by our bench at the `cpu`
-shape) and must reproduce our logits, loss and every gradient within tolerance, or it exits 1 and
-times nothing — a race against a different model would mean nothing. Then it times one training
-step (forward + loss, backward, AdamW) at every bench shape with 1 and 2 threads and prints one
-markdown table beside ours (read from the bench's JSON lines).
+`measure` first checks parity: the mirror loads the fixture's weights (written by our bench at the
+`cpu` shape) and must reproduce our logits, loss and every gradient within tolerance, or it exits 1
+and times nothing — a race against a different model would mean nothing. Then it times one
+training step (forward + loss, backward, AdamW) at every bench shape with 1 and 2 threads and
+appends one JSON line per cell to `--out`. `table` pairs the k-th run of each cell in ours with
+the k-th in theirs and prints one markdown table: medians over the rounds, the ratio of the
+medians and the range of the per-round ratios. Rounds matter on a shared machine: its speed can
+drift by a third within minutes, so ours and PyTorch are timed close together, several times,
+never all of one and then all of the other.
 
 The mirror is eager PyTorch written op for op after `gpt.rs` (the official block: the residual
 stream is replaced by `ln_1(x)`, no LayerNorm before the MLP, tanh GELU, fixed sinusoidal
@@ -20,6 +26,7 @@ weight-decay groups. Nothing is compiled or fused, as in the official `model.py`
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 
@@ -190,50 +197,92 @@ def bench(s, vocab, pad, steps):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fixture", required=True, help="folder our bench wrote (BENCH_FIXTURE)")
-    ap.add_argument("--ours", required=True, help="our bench's JSON lines (BENCH_JSON), any threads")
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--shapes", default="cpu,cpu-l18,paper")
-    ap.add_argument("--steps", type=int, default=5)
-    args = ap.parse_args()
+def measure(args):
     torch.manual_seed(0)
     shapes = {s["name"]: s for s in parity(args.fixture)}
     cfg = json.load(open(f"{args.fixture}/config.json"))
-    ours = {}
-    for line in open(args.ours):
+    with open(args.out, "a") as out:
+        for n in (int(v) for v in args.threads.split(",")):
+            torch.set_num_threads(n)
+            peak = matmul_peak()
+            for name in args.shapes.split(","):
+                row = bench(shapes[name], cfg["vocab_size"], cfg["pad"], args.steps)
+                row.update(shape=name, threads=n, peak_gflops=peak, steps=args.steps)
+                row["torch"] = torch.__version__
+                out.write(json.dumps(row) + "\n")
+
+
+def runs(path):
+    """(shape, threads) -> that cell's rows, in the order the rounds wrote them."""
+    cells = {}
+    for line in open(path):
         r = json.loads(line)
-        ours[(r["shape"], r["threads"])] = r
-    print(f"PyTorch {torch.__version__}; {args.steps} timed steps per cell after 2 warm-up steps")
+        cells.setdefault((r["shape"], r["threads"]), []).append(r)
+    return cells
+
+
+def table(args):
+    ours, theirs = runs(args.ours), runs(args.theirs)
+    cells = [k for k in theirs if k in ours]
+    if not cells:
+        sys.exit(f"table: no cell is in both {args.ours} and {args.theirs}")
+    shapes = {}
+    if args.fixture:
+        shapes = {s["name"]: s for s in json.load(open(f"{args.fixture}/config.json"))["shapes"]}
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    def share(rows):
+        return 100 * statistics.median(r["gflops"] / r["peak_gflops"] for r in rows)
+
+    order = {"cpu": 0, "cpu-l18": 1, "paper": 2}
+    rounds = min(len(ours[k]) for k in cells), max(len(ours[k]) for k in cells)
     print(
-        "| shape | threads | ours steps/s | PyTorch steps/s | ours / PyTorch | ours GFLOP/s (% of peak) "
-        "| PyTorch GFLOP/s (% of peak) | fwd / bwd / opt ms, ours vs PyTorch |"
+        f"PyTorch {theirs[cells[0]][0]['torch']}; medians of {rounds[0]}"
+        + (f"–{rounds[1]}" if rounds[1] != rounds[0] else "")
+        + " interleaved rounds; per-round ratios min–max"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for n in (int(v) for v in args.threads.split(",")):
-        torch.set_num_threads(n)
-        peak = matmul_peak()
-        for name in args.shapes.split(","):
-            s = shapes[name]
-            theirs = bench(s, cfg["vocab_size"], cfg["pad"], args.steps)
-            o = ours.get((name, n))
-            if o is None:
-                mine = ratio = split = "—"
-                mine_g = "—"
-            else:
-                mine = f"{o['steps_per_s']:.2f}"
-                ratio = f"**{o['steps_per_s'] / theirs['steps_per_s']:.2f}**"
-                mine_g = f"{o['gflops']:.1f} ({100 * o['gflops'] / o['peak_gflops']:.0f}%)"
-                split = (
-                    f"{o['fwd_ms']:.0f} / {o['bwd_ms']:.0f} / {o['opt_ms']:.0f} vs "
-                    f"{theirs['fwd_ms']:.0f} / {theirs['bwd_ms']:.0f} / {theirs['opt_ms']:.0f}"
-                )
-            print(
-                f"| {name} ({s['n_layer']}×{s['n_head']}×{s['n_embd']}, {s['batch']}×{s['block_size']}) "
-                f"| {n} | {mine} | {theirs['steps_per_s']:.2f} | {ratio} | {mine_g} "
-                f"| {theirs['gflops']:.1f} ({100 * theirs['gflops'] / peak:.0f}%) | {split} |"
-            )
+    print(
+        "| shape | threads | ours steps/s | PyTorch steps/s | ours / PyTorch | per round "
+        "| ours GFLOP/s (% of peak) | PyTorch GFLOP/s (% of peak) | fwd / bwd / opt ms, ours vs PyTorch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape, n in sorted(cells, key=lambda k: (k[1], order.get(k[0], len(order)), k[0])):
+        o, t = ours[(shape, n)], theirs[(shape, n)]
+        per_round = [a["steps_per_s"] / b["steps_per_s"] for a, b in zip(o, t)]
+        s = shapes.get(shape)
+        label = shape if s is None else (
+            f"{shape} ({s['n_layer']}×{s['n_head']}×{s['n_embd']}, {s['batch']}×{s['block_size']})"
+        )
+        split = " / ".join(f"{med(o, k):.0f}" for k in ("fwd_ms", "bwd_ms", "opt_ms"))
+        split += " vs " + " / ".join(f"{med(t, k):.0f}" for k in ("fwd_ms", "bwd_ms", "opt_ms"))
+        print(
+            f"| {label} | {n} | {med(o, 'steps_per_s'):.2f} | {med(t, 'steps_per_s'):.2f} "
+            f"| **{med(o, 'steps_per_s') / med(t, 'steps_per_s'):.2f}** "
+            f"| {min(per_round):.2f}–{max(per_round):.2f} "
+            f"| {med(o, 'gflops'):.1f} ({share(o):.0f}%) | {med(t, 'gflops'):.1f} ({share(t):.0f}%) | {split} |"
+        )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="check parity, then time PyTorch and append JSON lines")
+    m.add_argument("--fixture", required=True, help="folder our bench wrote (BENCH_FIXTURE)")
+    m.add_argument("--out", required=True, help="JSON lines to append PyTorch's cells to")
+    m.add_argument("--threads", default="1,2")
+    m.add_argument("--shapes", default="cpu,cpu-l18,paper")
+    m.add_argument("--steps", type=int, default=5)
+    t = sub.add_parser("table", help="medians of ours and PyTorch's rounds as one markdown table")
+    t.add_argument("--ours", required=True, help="our bench's JSON lines (BENCH_JSON), appended per round")
+    t.add_argument("--theirs", required=True, help="`measure`'s JSON lines")
+    t.add_argument("--fixture", help="the fixture folder, for the shapes' dimensions in the labels")
+    args = ap.parse_args()
+    if args.command == "measure":
+        measure(args)
+    else:
+        table(args)
 
 
 if __name__ == "__main__":
