@@ -5,7 +5,8 @@
     BENCH_FIXTURE=F BENCH_JSON=run.jsonl cargo bench -p study-model --bench train
     cat run.jsonl >> ours.jsonl
     python pipeline/study-model/benches/pytorch_mirror.py measure --fixture F --out theirs.jsonl
-    python pipeline/study-model/benches/pytorch_mirror.py table --ours ours.jsonl --theirs theirs.jsonl
+    python pipeline/study-model/benches/pytorch_mirror.py table --ours ours.jsonl \
+        --theirs theirs.jsonl
 
 `measure` first checks parity: the mirror loads the fixture's weights (written by our bench at the
 `cpu` shape) and must reproduce our logits, loss and every gradient within tolerance, or it exits 1
@@ -245,7 +246,8 @@ def table(args):
     )
     print(
         "| shape | threads | ours steps/s | PyTorch steps/s | ours / PyTorch | per round "
-        "| ours GFLOP/s (% of peak) | PyTorch GFLOP/s (% of peak) | fwd / bwd / opt ms, ours vs PyTorch |"
+        "| ours GFLOP/s (% of peak) | PyTorch GFLOP/s (% of peak) "
+        "| fwd / bwd / opt ms, ours vs PyTorch |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for shape, n in sorted(cells, key=lambda k: (k[1], order.get(k[0], len(order)), k[0])):
@@ -261,7 +263,8 @@ def table(args):
             f"| {label} | {n} | {med(o, 'steps_per_s'):.2f} | {med(t, 'steps_per_s'):.2f} "
             f"| **{med(o, 'steps_per_s') / med(t, 'steps_per_s'):.2f}** "
             f"| {min(per_round):.2f}–{max(per_round):.2f} "
-            f"| {med(o, 'gflops'):.1f} ({share(o):.0f}%) | {med(t, 'gflops'):.1f} ({share(t):.0f}%) | {split} |"
+            f"| {med(o, 'gflops'):.1f} ({share(o):.0f}%) "
+            f"| {med(t, 'gflops'):.1f} ({share(t):.0f}%) | {split} |"
         )
 
 
@@ -275,7 +278,7 @@ def main():
     m.add_argument("--shapes", default="cpu,cpu-l18,paper")
     m.add_argument("--steps", type=int, default=5)
     t = sub.add_parser("table", help="medians of ours and PyTorch's rounds as one markdown table")
-    t.add_argument("--ours", required=True, help="our bench's JSON lines (BENCH_JSON), appended per round")
+    t.add_argument("--ours", required=True, help="our bench's JSON lines, appended per round")
     t.add_argument("--theirs", required=True, help="`measure`'s JSON lines")
     t.add_argument("--fixture", help="the fixture folder, for the shapes' dimensions in the labels")
     args = ap.parse_args()

@@ -158,8 +158,8 @@ pub(super) fn softmax_block(p: &mut [f32], t: usize, scale: f32) {
     }
 }
 
-/// The gradient of [`softmax_block`]'s rows, in place: the row's output gradient `g` becomes the scores'
-/// gradient `scale · y ⊙ (g − Σ g ⊙ y)` from the row's weights `y`, and 0 after key `seen`.
+/// The gradient of a row of [`softmax_block`], in place: the row's output gradient `g` becomes the
+/// scores' gradient `scale · y ⊙ (g − Σ g ⊙ y)` from the row's weights `y`, and 0 after key `seen`.
 pub(super) fn softmax_grad_row(g: &mut [f32], y: &[f32], seen: usize, scale: f32) {
     let (live, ahead) = g.split_at_mut(seen);
     let dot: f32 = y[..seen].iter().zip(live.iter()).map(|(a, b)| a * b).sum();
