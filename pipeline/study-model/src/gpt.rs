@@ -29,8 +29,8 @@ pub use study::config::train::Gelu;
 /// PyTorch's LayerNorm default epsilon (the official model uses it everywhere).
 pub const LN_EPS: f64 = 1e-5;
 
+use crate::ops::linear;
 pub use crate::ops::{cross_entropy, layer_norm};
-use crate::ops::{linear, linear_gelu};
 
 /// The fixed sinusoidal position table (training_spec §1.4): for position p and i < d/2,
 /// θ = p·exp(−2i·ln(10000)/d), PE[p, 2i] = sin θ, PE[p, 2i+1] = cos θ; computed in f32.
@@ -86,12 +86,6 @@ impl Mlp<'_> {
         let out = linear(&post, self.c_proj.0, Some(self.c_proj.1))?;
         Ok((pre, post, out))
     }
-
-    /// `c_proj(gelu(c_fc(a)))` alone, the first layer and GELU one node (the same values).
-    fn forward(&self, a: &Tensor) -> Result<Tensor> {
-        let post = linear_gelu(a, self.c_fc.0, self.c_fc.1, self.gelu)?;
-        linear(&post, self.c_proj.0, Some(self.c_proj.1))
-    }
 }
 
 /// Causal multi-head self-attention of one block (the official `CausalSelfAttention`):
@@ -140,20 +134,29 @@ impl<'a> Block<'a> {
     }
 
     /// The block on `x` (B, T, d): its output, the next block's input, and with `trace` every
-    /// tensor the probes read.
+    /// tensor the probes read. Without `trace` the block is one node ([`crate::ops::block`], the
+    /// same values and gradients); with it, the fused ops' seven, so each activation is a
+    /// tensor of its own.
     fn forward(
         &self,
         x: &Tensor,
         mask: &Tensor,
         trace: bool,
     ) -> Result<(Tensor, Option<LayerTrace>)> {
+        if !trace {
+            let p = crate::ops::BlockParams {
+                ln_1: self.ln_1,
+                c_attn: self.attn.c_attn,
+                attn_proj: self.attn.c_proj,
+                c_fc: self.mlp.c_fc,
+                c_proj: self.mlp.c_proj,
+            };
+            let out = crate::ops::block(x, &p, self.attn.n_head, self.mlp.gelu, LN_EPS, mask)?;
+            return Ok((out, None));
+        }
         let u = layer_norm(x, self.ln_1.0, self.ln_1.1, LN_EPS)?;
         let y = self.attn.forward(&u, mask)?;
         let a = (u + y)?;
-        if !trace {
-            let out = self.mlp.forward(&a)?;
-            return Ok(((&a + &out)?, None));
-        }
         let (pre, post, out) = self.mlp.traced(&a)?;
         let block_out = (&a + &out)?;
         let layer = LayerTrace {

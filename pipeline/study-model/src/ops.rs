@@ -19,11 +19,13 @@
 //! projection to the merged heads — and runs its per-head products in parallel over batch rows.
 //! [`projected_causal_attention`] joins that core to its input projection, [`linear_gelu`] the
 //! MLP's first layer to its activation; [`cross_entropy`] makes the loss, thirteen nodes from the
-//! logits, one. The softmaxes of attention and of the loss take their exponentials at SIMD width
-//! (`exp`: glibc's `expf` restated lane by lane, equal to it to the bit).
+//! logits, one; [`block`] a whole transformer block, seven of those nodes. The softmaxes of
+//! attention and of the loss take their exponentials at SIMD width (`exp`: glibc's `expf`
+//! restated lane by lane, equal to it to the bit).
 
 mod attention;
 mod bias;
+mod block;
 mod cross_entropy;
 mod exp;
 mod gelu;
@@ -37,6 +39,7 @@ mod check;
 pub use crate::gpt::Gelu;
 pub use attention::{causal_attention, projected_causal_attention};
 pub use bias::add_bias;
+pub use block::{BlockParams, block};
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu;
 pub use layer_norm::layer_norm;

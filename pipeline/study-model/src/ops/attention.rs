@@ -64,11 +64,7 @@ pub fn projected_causal_attention(
     if let Some(last) = dims.last_mut() {
         *last = w.dim(0)?;
     }
-    let core = Attention {
-        heads: Heads::of(&dims, n_head)?,
-        weights: OnceLock::new(),
-    };
-    LinearThen::apply(core, x, w, b)
+    LinearThen::apply(Attention::new(&dims, n_head)?, x, w, b)
 }
 
 /// The attention core as tensor ops (the fallback, and the fused node's reference in the tests):
@@ -180,10 +176,20 @@ fn accumulated(g: f32) -> f32 {
     0.0 + g
 }
 
-struct Attention {
+pub(super) struct Attention {
     heads: Heads,
     /// Per batch row, its (nh, T, T) attention weights, for the backward.
     weights: OnceLock<Vec<CpuStorage>>,
+}
+
+impl Attention {
+    /// The core for a `qkv` of dimensions `dims` (B, T, 3·d), before its forward has run.
+    pub(super) fn new(dims: &[usize], n_head: usize) -> Result<Self> {
+        Ok(Self {
+            heads: Heads::of(dims, n_head)?,
+            weights: OnceLock::new(),
+        })
+    }
 }
 
 impl CustomOp1 for Attention {

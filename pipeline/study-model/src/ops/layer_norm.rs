@@ -34,8 +34,8 @@ fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-struct LayerNorm {
-    eps: f32,
+pub(super) struct LayerNorm {
+    pub(super) eps: f32,
 }
 
 impl CustomOp3 for LayerNorm {

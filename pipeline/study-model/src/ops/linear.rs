@@ -73,12 +73,12 @@ fn out_shape(input: &Shape, out: usize) -> Shape {
     Shape::from(dims)
 }
 
-struct Linear;
+pub(super) struct Linear;
 
 impl Linear {
     /// `x Wᵀ (+ b)`: candle's matmul of the (rows, in) view of `x` by the transposed view of `w`
     /// — the call `x.reshape((rows, in)).matmul(&w.t())` makes — then the bias added row by row.
-    fn forward(
+    pub(super) fn forward(
         sx: &CpuStorage,
         lx: &Layout,
         sw: &CpuStorage,
@@ -122,7 +122,7 @@ impl Linear {
 
     /// (dx, dw, db): [`Linear::grads`] and the bias gradient, the output gradient's row-major
     /// column sum — a biased layer's three gradients.
-    fn grads_with_bias(
+    pub(super) fn grads_with_bias(
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
@@ -211,12 +211,17 @@ pub(super) struct LinearThen<E> {
 }
 
 impl<E: Epilogue> LinearThen<E> {
-    /// The node on `x`, `w`, `b` (CPU, f32).
-    pub(super) fn apply(epilogue: E, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let op = Self {
+    /// The node's op, before its forward has run.
+    pub(super) fn new(epilogue: E) -> Self {
+        Self {
             epilogue,
             y: OnceLock::new(),
-        };
+        }
+    }
+
+    /// The node on `x`, `w`, `b` (CPU, f32).
+    pub(super) fn apply(epilogue: E, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let op = Self::new(epilogue);
         x.contiguous()?
             .apply_op3(&w.contiguous()?, &b.contiguous()?, op)
     }
@@ -269,7 +274,7 @@ impl<E: Epilogue> CustomOp3 for LinearThen<E> {
 }
 
 /// GELU as [`linear_gelu`]'s epilogue.
-struct GeluEpilogue(Gelu);
+pub(super) struct GeluEpilogue(pub(super) Gelu);
 
 impl Epilogue for GeluEpilogue {
     const NAME: &'static str = "study-linear-gelu";
