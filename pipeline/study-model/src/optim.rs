@@ -11,6 +11,7 @@ use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
+use rayon::prelude::*;
 pub use study::config::train::{AdamWConfig, LrSchedule};
 
 use crate::gpt::{DecayGroup, Params, decay_group};
@@ -73,14 +74,10 @@ impl AdamW {
             let Some(g) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
-            slot.m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
-            slot.v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&slot.m / c1)?;
-            let v_hat = (&slot.v / c2)?;
-            let update = (m_hat / (v_hat.sqrt()? + self.cfg.eps)?)?;
-            let theta = slot.var.as_tensor();
-            let decayed = (theta * (1.0 - lr * slot.decay))?;
-            slot.var.set(&(decayed - (update * lr)?)?)?;
+            let k = Coefficients::new(&self.cfg, c1, c2, lr, slot.decay);
+            if !fused_update(slot, g, &k)? {
+                composed_update(slot, g, &self.cfg, c1, c2, lr)?;
+            }
         }
         Ok(())
     }
@@ -119,6 +116,136 @@ impl AdamW {
             self.state_tensors().into_iter().collect();
         candle_core::safetensors::save(&tensors, path)
     }
+}
+
+/// One parameter's update as tensor ops — the fallback off the CPU, and the fused update's
+/// reference in the tests. Each `tensor ⊙ f64` is candle's `affine`, `v · mul + add` in the
+/// tensor's dtype: [`fused_update`] follows it operation for operation.
+fn composed_update(
+    slot: &mut Slot,
+    g: &Tensor,
+    cfg: &AdamWConfig,
+    c1: f64,
+    c2: f64,
+    lr: f64,
+) -> Result<()> {
+    let (b1, b2) = (cfg.beta1, cfg.beta2);
+    slot.m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
+    slot.v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+    let m_hat = (&slot.m / c1)?;
+    let v_hat = (&slot.v / c2)?;
+    let update = (m_hat / (v_hat.sqrt()? + cfg.eps)?)?;
+    let theta = slot.var.as_tensor();
+    let decayed = (theta * (1.0 - lr * slot.decay))?;
+    slot.var.set(&(decayed - (update * lr)?)?)
+}
+
+/// The scalars of one parameter's update, in f32 as candle's `affine` rounds them: `x · f`
+/// multiplies by `f as f32` and adds 0, `x / f` multiplies by `(1 / f) as f32`, `x + f` by 1 and
+/// adds `f as f32`.
+struct Coefficients {
+    b1: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    inv_c1: f32,
+    inv_c2: f32,
+    eps: f32,
+    keep: f32,
+    lr: f32,
+}
+
+impl Coefficients {
+    fn new(cfg: &AdamWConfig, c1: f64, c2: f64, lr: f64, decay: f64) -> Self {
+        Self {
+            b1: cfg.beta1 as f32,
+            one_minus_b1: (1.0 - cfg.beta1) as f32,
+            b2: cfg.beta2 as f32,
+            one_minus_b2: (1.0 - cfg.beta2) as f32,
+            inv_c1: (1.0 / c1) as f32,
+            inv_c2: (1.0 / c2) as f32,
+            eps: cfg.eps as f32,
+            keep: (1.0 - lr * decay) as f32,
+            lr: lr as f32,
+        }
+    }
+
+    /// `(m', v', θ')` from one element's `(m, v, θ, g)`: [`composed_update`]'s operations in its
+    /// order, each rounded as candle rounds it (the `+ 0.0` of `affine` included: it makes −0
+    /// +0).
+    #[inline(always)]
+    fn apply(&self, m: f32, v: f32, theta: f32, g: f32) -> (f32, f32, f32) {
+        let m = (m * self.b1 + 0.0) + (g * self.one_minus_b1 + 0.0);
+        let v = (v * self.b2 + 0.0) + ((g * g) * self.one_minus_b2 + 0.0);
+        let m_hat = m * self.inv_c1 + 0.0;
+        let v_hat = v * self.inv_c2 + 0.0;
+        let update = m_hat / (v_hat.sqrt() * 1.0 + self.eps);
+        let theta = (theta * self.keep + 0.0) - (update * self.lr + 0.0);
+        (m, v, theta)
+    }
+}
+
+/// Elements per rayon task of the fused update.
+const UPDATE_CHUNK: usize = 4096;
+
+/// The update of one parameter in one pass over its four arrays, in parallel: thirteen
+/// tensor ops — each a pass and a fresh buffer, one after another on one thread — become one.
+/// Values are [`composed_update`]'s to the bit (the test below). Returns `false`, changing
+/// nothing, where the parameter is not f32 on the CPU.
+fn fused_update(slot: &mut Slot, g: &Tensor, k: &Coefficients) -> Result<bool> {
+    let theta = slot.var.as_tensor();
+    let all = [theta, &slot.m, &slot.v, g];
+    if all
+        .iter()
+        .any(|t| !t.device().is_cpu() || t.dtype() != candle_core::DType::F32)
+    {
+        return Ok(false);
+    }
+    let n = theta.elem_count();
+    if all.iter().any(|t| t.elem_count() != n) {
+        candle_core::bail!(
+            "AdamW: parameter `{}` has {n} values, its moments or gradient {:?}",
+            slot.name,
+            all.map(Tensor::elem_count)
+        );
+    }
+    let contiguous = all
+        .map(Tensor::contiguous)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let guards = contiguous
+        .iter()
+        .map(Tensor::storage_and_layout)
+        .collect::<Vec<_>>();
+    let slices = guards
+        .iter()
+        .map(|(s, l)| match (&**s, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+                Ok(&v[a..b])
+            }
+            _ => candle_core::bail!("AdamW: `{}` is not contiguous f32 on the CPU", slot.name),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut m, mut v, mut th) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    m.par_chunks_mut(UPDATE_CHUNK)
+        .zip(v.par_chunks_mut(UPDATE_CHUNK))
+        .zip(th.par_chunks_mut(UPDATE_CHUNK))
+        .enumerate()
+        .for_each(|(c, ((m, v), th))| {
+            let at = c * UPDATE_CHUNK;
+            let src = |i: usize| &slices[i][at..at + m.len()];
+            let (t0, m0, v0, g) = (src(0), src(1), src(2), src(3));
+            for i in 0..m.len() {
+                (m[i], v[i], th[i]) = k.apply(m0[i], v0[i], t0[i], g[i]);
+            }
+        });
+    drop(slices);
+    drop(guards);
+    let (shape, dev) = (theta.shape().clone(), theta.device().clone());
+    slot.m = Tensor::from_vec(m, &shape, &dev)?;
+    slot.v = Tensor::from_vec(v, &shape, &dev)?;
+    slot.var.set(&Tensor::from_vec(th, shape, &dev)?)?;
+    Ok(true)
 }
 
 /// Scale all gradients of `params` jointly so that their global L2 norm is at most `max_norm`
@@ -253,6 +380,64 @@ mod tests {
                     .expect("x"),
             );
             assert!((got - x).abs() < 1e-6, "step {t}: {got} vs {x}");
+        }
+    }
+
+    /// The fused update against the tensor ops it replaces, bit for bit: moments and parameter
+    /// over four steps, with and without decay, gradients that change sign and include ±0, a
+    /// parameter longer than one rayon task, and a non-contiguous (transposed) gradient.
+    #[test]
+    fn the_fused_update_is_the_composed_one_to_the_bit() {
+        let dev = Device::Cpu;
+        let cfg = AdamWConfig::default();
+        let ramp = |n: usize, k: f64, a: f64| {
+            Tensor::arange(0f32, n as f32, &dev)
+                .and_then(|t| (t * k)?.sin()? * a)
+                .expect("ramp")
+        };
+        let bits = |t: &Tensor| {
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values")
+                .into_iter()
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        };
+        for (rows, cols, decay, lr) in [(3, 5, 0.0, 0.3), (97, 131, 0.1, 1e-3)] {
+            let n = rows * cols;
+            let slot = || Slot {
+                name: "p".into(),
+                var: Var::from_tensor(&ramp(n, 0.37, 1.5).reshape((rows, cols)).expect("p"))
+                    .expect("var"),
+                m: Tensor::zeros((rows, cols), candle_core::DType::F32, &dev).expect("m"),
+                v: Tensor::zeros((rows, cols), candle_core::DType::F32, &dev).expect("v"),
+                decay,
+            };
+            let (mut ours, mut theirs) = (slot(), slot());
+            for step in 1..=4 {
+                let c1 = 1.0 - cfg.beta1.powi(step);
+                let c2 = 1.0 - cfg.beta2.powi(step);
+                // Zeros of both signs on every seventh entry; a transposed view at step 3.
+                let keep =
+                    Tensor::from_iter((0..n).map(|i| if i % 7 == 0 { -0.0f32 } else { 1.0 }), &dev)
+                        .expect("keep");
+                let g = (ramp(n, 0.11 * f64::from(step), 2.0) * keep).expect("g");
+                let g = if step == 3 {
+                    g.reshape((cols, rows)).and_then(|g| g.t()).expect("t")
+                } else {
+                    g.reshape((rows, cols)).expect("g")
+                };
+                let k = Coefficients::new(&cfg, c1, c2, lr, decay);
+                assert!(fused_update(&mut ours, &g, &k).expect("fused"));
+                composed_update(&mut theirs, &g, &cfg, c1, c2, lr).expect("composed");
+                let what = format!("{rows}×{cols}, decay {decay}, step {step}");
+                assert!(bits(&ours.m) == bits(&theirs.m), "m differs at {what}");
+                assert!(bits(&ours.v) == bits(&theirs.v), "v differs at {what}");
+                assert!(
+                    bits(ours.var.as_tensor()) == bits(theirs.var.as_tensor()),
+                    "parameter differs at {what}"
+                );
+            }
         }
     }
 
