@@ -345,14 +345,8 @@ impl CustomOp2 for AttentionGrad<'_> {
 mod tests {
     use super::*;
     use crate::ops::causal_mask;
-    use crate::ops::check::{assert_same_gradient_bits, bits};
+    use crate::ops::check::{assert_same_gradient_bits, bits, ramp};
     use candle_core::{Device, Var};
-
-    fn ramp(dev: &Device, n: usize, k: f64, a: f64, shape: &[usize]) -> Tensor {
-        Tensor::arange(0f32, n as f32, dev)
-            .and_then(|t| ((t * k)?.sin()? * a)?.reshape(shape))
-            .expect("ramp")
-    }
 
     /// The fused core against the composed one it replaces — a small shape, the cpu preset's
     /// (3 heads of 16, T = 27) and the paper's (6 heads of 32, T = 159) on fewer rows — output

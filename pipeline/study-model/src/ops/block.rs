@@ -355,14 +355,8 @@ impl CustomOp2 for Sum {
 mod tests {
     use super::*;
     use crate::ops::causal_mask;
-    use crate::ops::check::{assert_same_gradient_bits, bits};
+    use crate::ops::check::{assert_same_gradient_bits, bits, ramp};
     use candle_core::{Device, Var};
-
-    fn ramp(dev: &Device, n: usize, k: f64, a: f64, shape: &[usize]) -> Tensor {
-        Tensor::arange(0f32, n as f32, dev)
-            .and_then(|t| ((t * k)?.sin()? * a)?.reshape(shape))
-            .expect("ramp")
-    }
 
     /// The block node against the fused ops' seven nodes: a small shape and the cpu preset's
     /// (3 heads of 16, T = 27, above gemm's threading threshold), with either GELU kernel; the

@@ -1,6 +1,6 @@
 //! Test helpers of the fused ops' tests: comparing values and gradients with candle's.
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 /// Largest absolute difference between two tensors of one shape.
 pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -65,4 +65,11 @@ pub(super) fn assert_same_gradient_bits(
         );
         assert!(bits(p) == bits(q), "{name} gradient differs at {what}");
     }
+}
+
+/// `a · sin(k · i)` for i = 0, 1, …, n − 1, in `shape`: smooth, signed test data.
+pub(super) fn ramp(dev: &Device, n: usize, k: f64, a: f64, shape: &[usize]) -> Tensor {
+    Tensor::arange(0f32, n as f32, dev)
+        .and_then(|t| ((t * k)?.sin()? * a)?.reshape(shape))
+        .expect("ramp")
 }
