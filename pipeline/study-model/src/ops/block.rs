@@ -165,7 +165,6 @@ struct Saved {
     heads: Tensor,
     a: Tensor,
     mlp: LinearThen<GeluEpilogue>,
-    post: Tensor,
 }
 
 /// Elements per rayon task of the element-wise passes.
@@ -237,7 +236,7 @@ impl CustomOp2 for Block {
         let mut a = Self::f32_vec(y)?;
         add_into(f32_slice(&u, &l_u)?, &mut a);
         let a = CpuStorage::F32(a);
-        let mlp = LinearThen::new(GeluEpilogue(self.gelu));
+        let mlp = LinearThen::new(GeluEpilogue::new(self.gelu));
         let (post, post_shape) = CustomOp3::cpu_fwd(&mlp, &a, &l_u, sp, &v(FC_W), sp, &v(FC_B))?;
         let l_post = Layout::contiguous(post_shape.clone());
         let bias = f32_slice(sp, &v(PROJ_B))?;
@@ -252,7 +251,6 @@ impl CustomOp2 for Block {
             heads: tensor(heads, &shape)?,
             a: tensor(a, &shape)?,
             mlp,
-            post: tensor(post, &post_shape)?,
         };
         if self.saved.set(saved).is_err() {
             candle_core::bail!("transformer block: one node ran its forward twice");
@@ -274,10 +272,14 @@ impl CustomOp2 for Block {
         let p = |i| self.param(&flat, i);
         // x' = a + out: the output's gradient is `out`'s, and one of the two that make `a`'s.
         let g = grad_res.contiguous()?;
+        // `post`, the second layer's input, again from the pre-activation and tanh the first
+        // layer's node keeps (the forward's values to the bit), instead of a fourth (B, T, h)
+        // buffer kept through the step.
+        let post = s.mlp.epilogue_output()?;
         let (d_post, d_proj_w, d_proj_b) =
-            Linear::grads_with_bias(&s.post, &p(PROJ_W)?, &p(PROJ_B)?, &g)?;
+            Linear::grads_with_bias(&post, &p(PROJ_W)?, &p(PROJ_B)?, &g)?;
         let (d_a_mlp, d_fc_w, d_fc_b) =
-            CustomOp3::bwd(&s.mlp, &s.a, &p(FC_W)?, &p(FC_B)?, &s.post, &some(d_post)?)?;
+            CustomOp3::bwd(&s.mlp, &s.a, &p(FC_W)?, &p(FC_B)?, &post, &some(d_post)?)?;
         let d_a = accumulate(&g, &some(d_a_mlp)?)?;
         // a = u + y: `y`'s gradient is `a`'s, and one of the two that make `u`'s.
         let (d_heads, d_attn_proj_w, d_attn_proj_b) =

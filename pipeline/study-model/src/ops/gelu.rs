@@ -4,7 +4,9 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 
 use super::{Gelu, f32_slice};
 
@@ -89,6 +91,28 @@ fn gelu_bwd_lanes(out: &mut [f32], x: &[f32], g: &[f32]) {
     }
 }
 
+/// `out[i] = gelu(x[i])` and `th[i]` its tanh, with [`tanh_lane`] (the forward that keeps its
+/// tanh for the backward).
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "x86_64+sse4.1"))]
+fn gelu_fwd_keep_lanes(out: &mut [f32], th: &mut [f32], x: &[f32]) {
+    for ((o, th), &v) in out.iter_mut().zip(th.iter_mut()).zip(x) {
+        let (t, _) = gelu_tanh(v);
+        *th = t;
+        *o = 0.5 * v * (1.0 + t);
+    }
+}
+
+/// [`gelu_bwd_lanes`] with the tanh the forward kept: the same operations on the same values,
+/// without computing the tanh again.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "x86_64+sse4.1"))]
+fn gelu_bwd_kept_lanes(out: &mut [f32], x: &[f32], th: &[f32], g: &[f32]) {
+    for (((o, &v), &t), &gr) in out.iter_mut().zip(x).zip(th).zip(g) {
+        let v2 = v * v;
+        let du = C * (1.0 + 3.0 * A * v2);
+        *o = gr * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+    }
+}
+
 /// tanh-approximation GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, differentiable.
 /// `kind` picks the CPU kernel ([`Gelu::Exact`]: libm's scalar `tanhf`, bit-identical to every
 /// earlier run; [`Gelu::Vectorised`]: [`tanh_lane`], as wide as the CPU allows).
@@ -102,12 +126,19 @@ pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
 
 /// `(gelu(v), gelu'(v))` with libm's scalar `tanhf`.
 fn gelu_scalar(v: f32) -> (f32, f32) {
-    let t = f32::tanh(C * v * (1.0 + A * v * v));
+    let t = scalar_tanh(v);
+    (0.5 * v * (1.0 + t), scalar_derivative(v, t))
+}
+
+/// libm's `tanhf` of GELU's argument at `v` (the [`Gelu::Exact`] kernel).
+fn scalar_tanh(v: f32) -> f32 {
+    f32::tanh(C * v * (1.0 + A * v * v))
+}
+
+/// `gelu'(v)` from `v` and its tanh `t` (the [`Gelu::Exact`] kernel).
+fn scalar_derivative(v: f32, t: f32) -> f32 {
     let du = C * (1.0 + 3.0 * A * v * v);
-    (
-        0.5 * v * (1.0 + t),
-        0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du,
-    )
+    0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du
 }
 
 /// `out[i] = f(x[i], g[i])` with `kind`'s kernel; elementwise, so splitting the work across
@@ -161,6 +192,117 @@ pub(super) fn forward(kind: Gelu, x: &[f32]) -> Vec<f32> {
         |v, _| gelu_scalar(v).0,
         |o, x, _| gelu_fwd_lanes(o, x),
     )
+}
+
+/// `(gelu(x), tanh)` elementwise with `kind`'s kernel: the forward that keeps, per element, the
+/// tanh its backward would otherwise compute again ([`grad_with_tanh`]).
+pub(super) fn forward_keeping_tanh(kind: Gelu, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut out, mut th) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+    let parts = out
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(th.par_chunks_mut(PAR_CHUNK))
+        .zip(x.par_chunks(PAR_CHUNK));
+    match kind {
+        Gelu::Exact => parts.for_each(|((o, th), x)| {
+            for ((o, th), &v) in o.iter_mut().zip(th.iter_mut()).zip(x) {
+                *th = scalar_tanh(v);
+                *o = 0.5 * v * (1.0 + *th);
+            }
+        }),
+        Gelu::Vectorised => parts.for_each(|((o, th), x)| gelu_fwd_keep_lanes(o, th, x)),
+    }
+    (out, th)
+}
+
+/// `gelu(x)` from `x` and the tanh [`forward_keeping_tanh`] kept: its output to the bit, `0.5 ·
+/// x · (1 + tanh)` as both kernels compute it. Not differentiable.
+pub(super) fn from_tanh(x: &Tensor, th: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&th.contiguous()?, &FromTanh)
+}
+
+struct FromTanh;
+
+impl CustomOp2 for FromTanh {
+    fn name(&self) -> &'static str {
+        "study-gelu-from-tanh"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, th) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        if x.len() != th.len() {
+            candle_core::bail!(
+                "gelu from tanh: {} inputs, {} tanh values",
+                x.len(),
+                th.len()
+            );
+        }
+        let mut out = Vec::with_capacity(x.len());
+        x.par_iter()
+            .zip(th)
+            .with_min_len(PAR_CHUNK)
+            .map(|(&v, &t)| 0.5 * v * (1.0 + t))
+            .collect_into_vec(&mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `grad · gelu'(x)` from `x` and the tanh [`forward_keeping_tanh`] kept: [`grad`]'s values to
+/// the bit (the same operations on the same values), without a tanh. Not differentiable.
+pub(super) fn grad_with_tanh(kind: Gelu, x: &Tensor, th: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3_no_bwd(&th.contiguous()?, &grad.contiguous()?, &GeluGradKept(kind))
+}
+
+/// `grad · gelu'(x)` in one pass, from the kept tanh.
+struct GeluGradKept(Gelu);
+
+impl CustomOp3 for GeluGradKept {
+    fn name(&self) -> &'static str {
+        "study-gelu-grad-kept"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, th, g) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        if x.len() != th.len() || x.len() != g.len() {
+            candle_core::bail!(
+                "fused gelu grad: {} inputs, {} kept tanh values, {} gradients",
+                x.len(),
+                th.len(),
+                g.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        let parts = out.par_chunks_mut(PAR_CHUNK).zip(
+            x.par_chunks(PAR_CHUNK)
+                .zip(th.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK))),
+        );
+        match self.0 {
+            Gelu::Exact => parts.for_each(|(o, (x, (th, g)))| {
+                for (((o, &v), &t), &gr) in o.iter_mut().zip(x).zip(th).zip(g) {
+                    *o = gr * scalar_derivative(v, t);
+                }
+            }),
+            Gelu::Vectorised => {
+                parts.for_each(|(o, (x, (th, g)))| gelu_bwd_kept_lanes(o, x, th, g))
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
 }
 
 /// `grad · gelu'(x)`, not differentiable (the fused op's backward, and the fused linear layer's).

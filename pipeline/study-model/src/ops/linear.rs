@@ -39,7 +39,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// f32; the two ops elsewhere.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor, kind: Gelu) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        LinearThen::apply(GeluEpilogue(kind), x, w, b)
+        LinearThen::apply(GeluEpilogue::new(kind), x, w, b)
     } else {
         super::gelu(&linear(x, w, Some(b))?, kind)
     }
@@ -227,6 +227,17 @@ impl<E: Epilogue> LinearThen<E> {
     }
 }
 
+impl LinearThen<GeluEpilogue> {
+    /// The node's output, `gelu(y)`, computed again from the kept `y` and its tanh — the
+    /// forward's values to the bit — for a caller that does not keep it.
+    pub(super) fn epilogue_output(&self) -> Result<Tensor> {
+        let (Some(y), Some(tanh)) = (self.y.get(), self.epilogue.tanh.get()) else {
+            candle_core::bail!("{}: output wanted before forward", GeluEpilogue::NAME);
+        };
+        gelu::from_tanh(y, tanh)
+    }
+}
+
 impl<E: Epilogue> CustomOp3 for LinearThen<E> {
     fn name(&self) -> &'static str {
         E::NAME
@@ -273,19 +284,39 @@ impl<E: Epilogue> CustomOp3 for LinearThen<E> {
     }
 }
 
-/// GELU as [`linear_gelu`]'s epilogue.
-pub(super) struct GeluEpilogue(pub(super) Gelu);
+/// GELU as [`linear_gelu`]'s epilogue. The forward keeps each element's tanh, so that the
+/// backward need not compute it again (the same values: [`gelu::grad_with_tanh`]).
+pub(super) struct GeluEpilogue {
+    kind: Gelu,
+    tanh: OnceLock<Tensor>,
+}
+
+impl GeluEpilogue {
+    pub(super) fn new(kind: Gelu) -> Self {
+        Self {
+            kind,
+            tanh: OnceLock::new(),
+        }
+    }
+}
 
 impl Epilogue for GeluEpilogue {
     const NAME: &'static str = "study-linear-gelu";
 
     fn forward(&self, y: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let post = gelu::forward(self.0, f32_slice(y, l)?);
+        let (post, tanh) = gelu::forward_keeping_tanh(self.kind, f32_slice(y, l)?);
+        let tanh = Tensor::from_vec(tanh, l.shape(), &candle_core::Device::Cpu)?;
+        if self.tanh.set(tanh).is_err() {
+            candle_core::bail!("{}: one node ran its forward twice", Self::NAME);
+        }
         Ok((CpuStorage::F32(post), l.shape().clone()))
     }
 
     fn backward(&self, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        gelu::grad(self.0, y, grad)
+        let Some(tanh) = self.tanh.get() else {
+            candle_core::bail!("{}: backward before forward", Self::NAME);
+        };
+        gelu::grad_with_tanh(self.kind, y, tanh, grad)
     }
 }
 
