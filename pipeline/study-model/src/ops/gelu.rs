@@ -182,8 +182,8 @@ impl CustomOp1 for GeluOp {
     }
 }
 
-/// `gelu(x)` elementwise with `kind`'s kernel (the fused op's forward, and the fused linear
-/// layer's epilogue).
+/// `gelu(x)` elementwise with `kind`'s kernel (the fused op's forward; the fused linear layer's
+/// epilogue keeps the tanh as well, [`forward_keeping_tanh`]).
 pub(super) fn forward(kind: Gelu, x: &[f32]) -> Vec<f32> {
     gelu_map(
         kind,
@@ -305,7 +305,8 @@ impl CustomOp3 for GeluGradKept {
     }
 }
 
-/// `grad · gelu'(x)`, not differentiable (the fused op's backward, and the fused linear layer's).
+/// `grad · gelu'(x)`, not differentiable (the fused op's backward; the fused linear layer's
+/// reads the kept tanh, [`grad_with_tanh`]).
 pub(super) fn grad(kind: Gelu, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2_no_bwd(&grad.contiguous()?, &GeluGrad(kind))
