@@ -66,6 +66,31 @@ fn column_sums(out: &mut [f32], rows: usize, add_row: impl Fn(&mut [f32], usize,
     });
 }
 
+/// Elements per rayon task of [`zip_map`].
+const ELEMENTS_PER_TASK: usize = 4096;
+
+/// `f(a[i], b[i])` element by element over two contiguous f32 CPU tensors of one shape, in
+/// parallel (a value never depends on the split): the body of a two-input element-wise op;
+/// `what` names the op in the error.
+fn zip_map(
+    what: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Result<(CpuStorage, candle_core::Shape)> {
+    if l1.shape() != l2.shape() {
+        candle_core::bail!("{what}: shapes {:?} and {:?}", l1.shape(), l2.shape());
+    }
+    let (a, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+    let mut out = Vec::with_capacity(a.len());
+    a.par_iter()
+        .zip(b)
+        .with_min_len(ELEMENTS_PER_TASK)
+        .map(|(&a, &b)| f(a, b))
+        .collect_into_vec(&mut out);
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
+}
+
 /// The f32 values of a contiguous CPU tensor (the wrappers make inputs contiguous).
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {

@@ -33,7 +33,9 @@ use rayon::prelude::*;
 use super::attention::Attention;
 use super::layer_norm::LayerNorm;
 use super::linear::{GeluEpilogue, Linear, LinearThen};
-use super::{Gelu, f32_slice, layer_norm, linear, linear_gelu, projected_causal_attention};
+use super::{
+    Gelu, f32_slice, layer_norm, linear, linear_gelu, projected_causal_attention, zip_map,
+};
 
 /// A block's parameters, as the official `Block` names them (`ln_1`, `attn.c_attn`,
 /// `attn.c_proj`, `c_fc`, `c_proj`), each `(weight, bias)`; weights in PyTorch's `Linear` layout
@@ -339,17 +341,7 @@ impl CustomOp2 for Sum {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("gradient sum: shapes {:?} and {:?}", l1.shape(), l2.shape());
-        }
-        let (g1, g2) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let mut out = Vec::with_capacity(g1.len());
-        g1.par_iter()
-            .zip(g2)
-            .with_min_len(PAR_CHUNK)
-            .map(|(&a, &b)| a + b)
-            .collect_into_vec(&mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        zip_map(self.name(), (s1, l1), (s2, l2), |a, b| a + b)
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 
-use super::{Gelu, f32_slice};
+use super::{Gelu, f32_slice, zip_map};
 
 const C: f32 = 0.797_884_6; // √(2/π), as candle's f32 GELU
 const A: f32 = 0.044_715;
@@ -235,21 +235,7 @@ impl CustomOp2 for FromTanh {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, th) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        if x.len() != th.len() {
-            candle_core::bail!(
-                "gelu from tanh: {} inputs, {} tanh values",
-                x.len(),
-                th.len()
-            );
-        }
-        let mut out = Vec::with_capacity(x.len());
-        x.par_iter()
-            .zip(th)
-            .with_min_len(PAR_CHUNK)
-            .map(|(&v, &t)| 0.5 * v * (1.0 + t))
-            .collect_into_vec(&mut out);
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        zip_map(self.name(), (s1, l1), (s2, l2), |v, t| 0.5 * v * (1.0 + t))
     }
 }
 
