@@ -32,6 +32,7 @@ mod gelu;
 mod layer_norm;
 mod linear;
 mod softmax;
+mod tanh;
 
 #[cfg(test)]
 mod check;

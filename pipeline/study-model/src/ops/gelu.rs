@@ -130,9 +130,21 @@ fn gelu_scalar(v: f32) -> (f32, f32) {
     (0.5 * v * (1.0 + t), scalar_derivative(v, t))
 }
 
-/// libm's `tanhf` of GELU's argument at `v` (the [`Gelu::Exact`] kernel).
+/// `tanhf` of GELU's argument at `v` (the [`Gelu::Exact`] kernel): glibc's, restated lane by
+/// lane ([`super::tanh::tanh_lane`], equal to libm's `f32::tanh` to the bit).
+#[inline(always)]
 fn scalar_tanh(v: f32) -> f32 {
-    f32::tanh(C * v * (1.0 + A * v * v))
+    super::tanh::tanh_lane(C * v * (1.0 + A * v * v))
+}
+
+/// `out[i] = gelu(x[i])` and `th[i]` its tanh with the [`Gelu::Exact`] kernel, vectorised.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma", "x86_64+sse4.1"))]
+fn exact_fwd_keep_lanes(out: &mut [f32], th: &mut [f32], x: &[f32]) {
+    for ((o, th), &v) in out.iter_mut().zip(th.iter_mut()).zip(x) {
+        let t = scalar_tanh(v);
+        *th = t;
+        *o = 0.5 * v * (1.0 + t);
+    }
 }
 
 /// `gelu'(v)` from `v` and its tanh `t` (the [`Gelu::Exact`] kernel).
@@ -203,12 +215,7 @@ pub(super) fn forward_keeping_tanh(kind: Gelu, x: &[f32]) -> (Vec<f32>, Vec<f32>
         .zip(th.par_chunks_mut(PAR_CHUNK))
         .zip(x.par_chunks(PAR_CHUNK));
     match kind {
-        Gelu::Exact => parts.for_each(|((o, th), x)| {
-            for ((o, th), &v) in o.iter_mut().zip(th.iter_mut()).zip(x) {
-                *th = scalar_tanh(v);
-                *o = 0.5 * v * (1.0 + *th);
-            }
-        }),
+        Gelu::Exact => parts.for_each(|((o, th), x)| exact_fwd_keep_lanes(o, th, x)),
         Gelu::Vectorised => parts.for_each(|((o, th), x)| gelu_fwd_keep_lanes(o, th, x)),
     }
     (out, th)
