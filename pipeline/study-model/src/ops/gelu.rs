@@ -1,5 +1,6 @@
-//! The fused tanh-GELU ([`gelu`]): libm's scalar `tanhf`, or a vectorised `tanh` compiled for the
-//! CPU's widest SIMD; forward and backward in one pass each.
+//! The fused tanh-GELU ([`gelu`]): libm's `tanhf` (glibc's, restated lane by lane: `ops::tanh`),
+//! or `wide`'s exp-based `tanh`, each compiled for the CPU's widest SIMD; forward and backward in
+//! one pass each.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -114,8 +115,8 @@ fn gelu_bwd_kept_lanes(out: &mut [f32], x: &[f32], th: &[f32], g: &[f32]) {
 }
 
 /// tanh-approximation GELU, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, differentiable.
-/// `kind` picks the CPU kernel ([`Gelu::Exact`]: libm's scalar `tanhf`, bit-identical to every
-/// earlier run; [`Gelu::Vectorised`]: [`tanh_lane`], as wide as the CPU allows).
+/// `kind` picks the CPU kernel ([`Gelu::Exact`]: glibc's `tanhf` to the bit, bit-identical to
+/// every earlier run; [`Gelu::Vectorised`]: [`tanh_lane`], as wide as the CPU allows).
 pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(GeluOp(kind))
@@ -124,7 +125,7 @@ pub fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
     }
 }
 
-/// `(gelu(v), gelu'(v))` with libm's scalar `tanhf`.
+/// `(gelu(v), gelu'(v))` with libm's `tanhf` ([`scalar_tanh`]).
 fn gelu_scalar(v: f32) -> (f32, f32) {
     let t = scalar_tanh(v);
     (0.5 * v * (1.0 + t), scalar_derivative(v, t))
