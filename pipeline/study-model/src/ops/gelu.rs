@@ -132,10 +132,10 @@ fn gelu_scalar(v: f32) -> (f32, f32) {
 }
 
 /// `tanhf` of GELU's argument at `v` (the [`Gelu::Exact`] kernel): glibc's, restated lane by
-/// lane ([`super::tanh::tanh_lane`], equal to libm's `f32::tanh` to the bit).
+/// lane ([`super::tanh::tanhf_lane`], equal to libm's `f32::tanh` to the bit).
 #[inline(always)]
 fn scalar_tanh(v: f32) -> f32 {
-    super::tanh::tanh_lane(C * v * (1.0 + A * v * v))
+    super::tanh::tanhf_lane(C * v * (1.0 + A * v * v))
 }
 
 /// `out[i] = gelu(x[i])` and `th[i]` its tanh with the [`Gelu::Exact`] kernel, vectorised.

@@ -1,4 +1,5 @@
-//! glibc's `tanhf` restated lane by lane ([`tanh_lane`]), for the [`super::Gelu::Exact`] kernel.
+//! glibc's `tanhf` restated lane by lane ([`tanhf_lane`]), for the [`super::Gelu::Exact`]
+//! kernel.
 //!
 //! glibc's x86-64 `tanhf` is fdlibm's (`s_tanhf.c`, which calls `s_expm1f.c`), compiled without
 //! FMA contraction: a line-by-line port equals `f32::tanh` on all 2³² inputs on this project's
@@ -8,7 +9,7 @@
 //! --ignored`); the unit test on a sample of bit patterns and the edges of every branch.
 
 /// `expm1(y)` as fdlibm's `expm1f` (`s_expm1f.c`) computes it, its branches as selects — for the
-/// arguments [`tanh_lane`] gives it, |y| < 44: fdlibm's filters for overflow and for y below
+/// arguments [`tanhf_lane`] gives it, |y| < 44: fdlibm's filters for overflow and for y below
 /// −27·ln2 (where it returns −1) are left out, so this is not a general `expm1f`. The constants
 /// are fdlibm's, written as it writes them (each rounds to the f32 it uses).
 #[allow(clippy::excessive_precision)]
@@ -87,7 +88,7 @@ fn expm1_lane(y: f32) -> f32 {
 /// `tanh(s)` as fdlibm's `tanhf` (`s_tanhf.c`, through [`expm1_lane`]) computes it, one lane at
 /// a time, branches as selects, so that a loop over it vectorises.
 #[inline(always)]
-pub(super) fn tanh_lane(s: f32) -> f32 {
+pub(super) fn tanhf_lane(s: f32) -> f32 {
     let ix = s.to_bits() & 0x7fff_ffff;
     let a = s.abs();
     let ge1 = ix >= 0x3f80_0000;
@@ -129,7 +130,7 @@ mod tests {
         let (mut diffs, mut first) = (0, None);
         for b in bits {
             let x = f32::from_bits(b);
-            let (ours, libm) = (tanh_lane(x), x.tanh());
+            let (ours, libm) = (tanhf_lane(x), x.tanh());
             if !same(ours, libm) {
                 diffs += 1;
                 first.get_or_insert((x, ours, libm));
