@@ -67,7 +67,7 @@ fn column_sums(out: &mut [f32], rows: usize, add_row: impl Fn(&mut [f32], usize,
     });
 }
 
-/// Elements per rayon task of [`zip_map`].
+/// Elements per rayon task of the element-wise passes ([`zip_map`], the block's residual adds).
 const ELEMENTS_PER_TASK: usize = 4096;
 
 /// `f(a[i], b[i])` element by element over two contiguous f32 CPU tensors of one shape, in

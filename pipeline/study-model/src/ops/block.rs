@@ -34,7 +34,8 @@ use super::attention::Attention;
 use super::layer_norm::LayerNorm;
 use super::linear::{GeluEpilogue, Linear, LinearThen};
 use super::{
-    Gelu, f32_slice, layer_norm, linear, linear_gelu, projected_causal_attention, zip_map,
+    ELEMENTS_PER_TASK, Gelu, f32_slice, layer_norm, linear, linear_gelu,
+    projected_causal_attention, zip_map,
 };
 
 /// A block's parameters, as the official `Block` names them (`ln_1`, `attn.c_attn`,
@@ -169,14 +170,11 @@ struct Saved {
     mlp: LinearThen<GeluEpilogue>,
 }
 
-/// Elements per rayon task of the element-wise passes.
-const PAR_CHUNK: usize = 4096;
-
 /// `a + b` element-wise into `b` (the residual adds: `a` is the stream, `b` the branch), in
 /// parallel; the values do not depend on the split.
 fn add_into(a: &[f32], b: &mut [f32]) {
-    b.par_chunks_mut(PAR_CHUNK)
-        .zip(a.par_chunks(PAR_CHUNK))
+    b.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(a.par_chunks(ELEMENTS_PER_TASK))
         .for_each(|(b, a)| b.iter_mut().zip(a).for_each(|(b, a)| *b += a));
 }
 
