@@ -92,6 +92,18 @@ fn zip_map(
     Ok((CpuStorage::F32(out), l1.shape().clone()))
 }
 
+/// `n` zeros for a kernel to write over, filled by all threads: `vec![0.0; n]` zeroes on the
+/// calling thread alone, while the other waits.
+fn zeroed(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    (0..n)
+        .into_par_iter()
+        .with_min_len(ELEMENTS_PER_TASK)
+        .map(|_| 0.0)
+        .collect_into_vec(&mut v);
+    v
+}
+
 /// The f32 values of a contiguous CPU tensor (the wrappers make inputs contiguous).
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {

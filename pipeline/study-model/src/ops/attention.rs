@@ -23,9 +23,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_slice;
 use super::linear::{Epilogue, LinearThen, linear};
 use super::softmax::{causal_softmax, softmax_block, softmax_grad_row};
+use super::{f32_slice, zeroed};
 
 /// `softmax(q kᵀ / √hs + mask) v` for every head, merged back to (B, T, d), from `qkv` (B, T, 3d)
 /// — queries, keys and values side by side, each `n_head` heads of width `hs = d / n_head`, as
@@ -211,7 +211,7 @@ impl CustomOp1 for Attention {
         }
         let (base, scale) = (l.start_offset(), h.scale() as f32);
         let kt = |b| h.slot(base, b, 1).transpose(1, 2);
-        let mut y = vec![0f32; h.b * h.t * h.d];
+        let mut y = zeroed(h.b * h.t * h.d);
         let weights = y
             .par_chunks_mut(h.t * h.d)
             .enumerate()
@@ -298,7 +298,7 @@ impl CustomOp2 for AttentionGrad<'_> {
         f32_slice(sg, lg)?;
         let (qb, gb, scale) = (lq.start_offset(), lg.start_offset(), h.scale() as f32);
         let (t, hs, nh) = (h.t, h.hs, h.nh);
-        let mut dqkv = vec![0f32; h.b * t * 3 * h.d];
+        let mut dqkv = zeroed(h.b * t * 3 * h.d);
         dqkv.par_chunks_mut(t * 3 * h.d)
             .zip(self.weights.par_iter())
             .enumerate()

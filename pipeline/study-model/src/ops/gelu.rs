@@ -9,7 +9,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 
-use super::{Gelu, f32_slice, zip_map};
+use super::{Gelu, f32_slice, zeroed, zip_map};
 
 const C: f32 = 0.797_884_6; // √(2/π), as candle's f32 GELU
 const A: f32 = 0.044_715;
@@ -174,7 +174,7 @@ fn gelu_map(
     scalar: impl Fn(f32, f32) -> f32 + Sync,
     lanes: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeroed(x.len());
     let parts = out
         .par_chunks_mut(PAR_CHUNK)
         .zip(x.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK)));
@@ -221,7 +221,7 @@ pub(super) fn forward(kind: Gelu, x: &[f32]) -> Vec<f32> {
 /// `(gelu(x), tanh)` elementwise with `kind`'s kernel: the forward that keeps, per element, the
 /// tanh its backward would otherwise compute again ([`grad_with_tanh`]).
 pub(super) fn forward_keeping_tanh(kind: Gelu, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (mut out, mut th) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+    let (mut out, mut th) = (zeroed(x.len()), zeroed(x.len()));
     let parts = out
         .par_chunks_mut(PAR_CHUNK)
         .zip(th.par_chunks_mut(PAR_CHUNK))
@@ -288,7 +288,7 @@ impl CustomOp3 for GeluGradKept {
                 g.len()
             );
         }
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeroed(x.len());
         let parts = out.par_chunks_mut(PAR_CHUNK).zip(
             x.par_chunks(PAR_CHUNK)
                 .zip(th.par_chunks(PAR_CHUNK).zip(g.par_chunks(PAR_CHUNK))),

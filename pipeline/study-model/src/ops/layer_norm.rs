@@ -4,7 +4,7 @@ use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Result, Shape, Tensor
 
 use rayon::prelude::*;
 
-use super::{ROWS_PER_TASK, column_sums, f32_slice};
+use super::{ROWS_PER_TASK, column_sums, f32_slice, zeroed};
 
 /// LayerNorm over the last axis (biased variance, as PyTorch), differentiable in `x`, `weight`
 /// and `bias`. Fused on the CPU for f32; composed of tensor ops elsewhere.
@@ -61,7 +61,7 @@ impl CustomOp3 for LayerNorm {
                 b.len()
             );
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         // Row by row, rows split over threads (a row's values never depend on the split).
         y.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -122,11 +122,11 @@ impl CustomOp3 for LayerNormGrad {
             candle_core::bail!("fused layer norm grad: shapes do not match");
         }
         let rows = x.len() / d;
-        let mut out = vec![0f32; (rows + 2) * d];
+        let mut out = zeroed((rows + 2) * d);
         let (dx_all, rest) = out.split_at_mut(rows * d);
         let (dw, db) = rest.split_at_mut(d);
         // dx row by row, rows split over threads; x̂ kept for the weight gradient.
-        let mut xhat = vec![0f32; rows * d];
+        let mut xhat = zeroed(rows * d);
         dx_all
             .par_chunks_mut(d)
             .zip(xhat.par_chunks_mut(d))
