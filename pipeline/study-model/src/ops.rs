@@ -31,6 +31,7 @@ mod exp;
 mod gelu;
 mod layer_norm;
 mod linear;
+mod matmul;
 mod softmax;
 mod tanh;
 

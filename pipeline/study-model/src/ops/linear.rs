@@ -12,10 +12,13 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
+};
+use faer::MatRef;
 
 use super::bias::{ColumnSum, add_to_rows};
-use super::{Gelu, f32_slice, gelu};
+use super::{Gelu, f32_slice, gelu, matmul};
 
 /// `x Wᵀ + b` for `x` of shape (…, in), `w` of shape (out, in) (PyTorch's `Linear` layout) and
 /// an optional bias of shape (out); the result has shape (…, out). Differentiable in all three.
@@ -98,10 +101,21 @@ impl Linear {
         if !lx.is_contiguous() || !lw.is_contiguous() {
             candle_core::bail!("linear: input and weight must be contiguous");
         }
-        let x2 = Layout::contiguous_with_offset((rows, d_in), lx.start_offset());
-        let wt = lw.transpose(0, 1)?;
-        let CpuStorage::F32(mut y) = sx.matmul(sw, (1, rows, out, d_in), &x2, &wt)? else {
+        let (CpuStorage::F32(xv), CpuStorage::F32(wv)) = (sx, sw) else {
             candle_core::bail!("linear: expected f32 storage");
+        };
+        let (x0, w0) = (lx.start_offset(), lw.start_offset());
+        let w_t = MatRef::from_row_major_slice(&wv[w0..w0 + out * d_in], out, d_in).transpose();
+        let mut y = match matmul::by_rows(&xv[x0..x0 + rows * d_in], rows, w_t) {
+            Some(y) => y,
+            None => {
+                let x2 = Layout::contiguous_with_offset((rows, d_in), x0);
+                let wt = lw.transpose(0, 1)?;
+                let CpuStorage::F32(y) = sx.matmul(sw, (1, rows, out, d_in), &x2, &wt)? else {
+                    candle_core::bail!("linear: expected f32 storage");
+                };
+                y
+            }
         };
         if let Some(b) = bias {
             add_to_rows(&mut y, b);
@@ -115,7 +129,11 @@ impl Linear {
         let (rows, d_in) = rows_and_width(x.shape())?;
         let out = w.dim(0)?;
         let dy = grad.contiguous()?.reshape((rows, out))?;
-        let dx = dy.matmul(&w.detach())?.reshape(x.shape())?;
+        let dx = match input_grad(&dy, w)? {
+            Some(dx) => dx,
+            None => dy.matmul(&w.detach())?,
+        }
+        .reshape(x.shape())?;
         let dw = x.detach().reshape((rows, d_in))?.t()?.matmul(&dy)?.t()?;
         Ok((dx, dw))
     }
@@ -134,6 +152,32 @@ impl Linear {
             .apply_op1_no_bwd(&ColumnSum { d: b.elem_count() })?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// `dy · W` split by rows ([`matmul::by_rows`]) when both are contiguous f32 CPU tensors and the
+/// split applies; `None` sends the caller to candle's matmul.
+fn input_grad(dy: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let ((rows, out), (w_out, d_in)) = (dy.dims2()?, w.dims2()?);
+    if w_out != out {
+        candle_core::bail!(
+            "linear grad: gradient {:?}, weight {:?}",
+            dy.shape(),
+            w.shape()
+        );
+    }
+    let (sd, ld) = dy.storage_and_layout();
+    let (sw, lw) = w.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(wv))) = (&*sd, &*sw) else {
+        return Ok(None);
+    };
+    let (Some((d0, d1)), Some((w0, w1))) = (ld.contiguous_offsets(), lw.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let b = MatRef::from_row_major_slice(&wv[w0..w1], out, d_in);
+    matmul::by_rows(&d[d0..d1], rows, b)
+        .map(|dx| Tensor::from_vec(dx, (rows, d_in), dy.device()))
+        .transpose()
 }
 
 impl CustomOp2 for Linear {
