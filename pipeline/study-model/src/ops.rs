@@ -94,15 +94,20 @@ fn zip_map(
 }
 
 /// `n` zeros for a kernel to write over, filled by all threads: `vec![0.0; n]` zeroes on the
-/// calling thread alone, while the other waits.
+/// calling thread alone, while the other waits. A page (1,024 floats) per item, which the compiler
+/// fills with `memset`; one float per item it filled 16 bytes at a time (paper shape, one thread:
+/// 4% of the step in the fill, 1.10 → 1.12 steps/s with pages).
 fn zeroed(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    (0..n)
+    const PAGE: usize = 1024;
+    let mut pages = Vec::with_capacity(n.div_ceil(PAGE));
+    (0..n.div_ceil(PAGE))
         .into_par_iter()
-        .with_min_len(ELEMENTS_PER_TASK)
-        .map(|_| 0.0)
-        .collect_into_vec(&mut v);
-    v
+        .with_min_len(ELEMENTS_PER_TASK / PAGE)
+        .map(|_| [0f32; PAGE])
+        .collect_into_vec(&mut pages);
+    let mut zeros = pages.into_flattened();
+    zeros.truncate(n);
+    zeros
 }
 
 /// The f32 values of a contiguous CPU tensor (the wrappers make inputs contiguous).
@@ -113,5 +118,17 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("fused CPU op: input must be contiguous"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zeroed_is_n_zeros_at_every_length_around_a_page() {
+        for n in [0, 1, 1023, 1024, 1025, 4096 * 3 + 7] {
+            let z = super::zeroed(n);
+            assert_eq!(z.len(), n);
+            assert!(z.iter().all(|v| v.to_bits() == 0), "n = {n}");
+        }
     }
 }
