@@ -2,8 +2,8 @@
 //! model multiplies: the linear layers' `x Wᵀ` at the cpu shape (1,728 rows, width 48, MLP 192)
 //! and at the paper shape (5,088 rows, width 192, MLP 768). Run it at 1 and at 2 threads:
 //! `RAYON_NUM_THREADS=1 cargo run --release -p study-model --example probe_matmul`, then `=2`,
-//! and alternate a few times — this machine's speed drifts. `benches/pytorch_matmul.py` times
-//! PyTorch's products at the same shapes and prints the same table.
+//! and alternate a few times — this machine's speed drifts. `benches/pytorch_matmul.py --ours
+//! <this example>` runs it alternately with PyTorch's products at the same shapes and prints both.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 use candle_core::{Device, Tensor};
