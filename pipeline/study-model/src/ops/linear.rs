@@ -383,10 +383,19 @@ mod tests {
     }
 
     /// The fused layer against the composed one it replaces (with and without bias, a 3-d and a
-    /// 2-d input, sizes above gemm's threading threshold so that two threads split the work):
-    /// the output and all three gradients, bit for bit.
+    /// 2-d input, sizes above gemm's threading threshold so that two threads split the work, and
+    /// the cpu shape, whose products [`matmul::by_rows`] splits on the test's two threads): the
+    /// output and all three gradients, bit for bit.
     #[test]
     fn the_fused_linear_is_the_composed_one_to_the_bit() {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool")
+            .install(fused_linear_is_the_composed_one);
+    }
+
+    fn fused_linear_is_the_composed_one() {
         let dev = Device::Cpu;
         for (dims, d_out, bias) in [
             (vec![4usize, 7, 12], 20usize, true),
